@@ -1,0 +1,88 @@
+"""Evaluation: loss, accuracy and per-class metrics of a model on a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch import nn
+from torch.nn import functional as F
+
+from .checkpoint import load_model
+from .data import Split, load_dataset
+from .engine import resolve_device
+from .plots import plot_confusion, plot_mistakes
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 2000,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, in large batches."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device).float()
+        if batch.ndim == 3:
+            batch = batch.unsqueeze(1)
+        out.append(model(batch).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray  # (N, 10)
+    labels: np.ndarray  # (N,)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(1)
+
+    def per_class(self) -> dict[str, list[float]]:
+        precision, recall, f1, support = precision_recall_fscore_support(
+            self.labels, self.predictions, labels=range(10), zero_division=0)
+        return {"precision": precision.tolist(), "recall": recall.tolist(),
+                "f1": f1.tolist(), "support": support.tolist()}
+
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.labels, self.predictions, labels=range(10))
+
+    def as_dict(self) -> dict:
+        return {"loss": self.loss, "accuracy": self.accuracy, "count": int(len(self.labels)),
+                "per_class": self.per_class(), "confusion": self.confusion().tolist()}
+
+
+def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
+             batch_size: int = 2000) -> Evaluation:
+    logits = predict_logits(model, split.images, batch_size, device)
+    loss = F.cross_entropy(logits, split.labels).item() if len(split) else float("nan")
+    probabilities = logits.softmax(1).numpy()
+    labels = split.labels.numpy()
+    accuracy = float((probabilities.argmax(1) == labels).mean()) if len(split) else float("nan")
+    return Evaluation(loss, accuracy, probabilities, labels)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None,
+                        data_dir: str | Path | None = None, out: str | Path | None = None,
+                        device: str = "auto") -> dict:
+    """Evaluate a checkpoint on its dataset's test split; writes confusion.png and mistakes.png.
+
+    The pictures go to ``out``, by default the folder that holds the checkpoint.
+    """
+    model, payload = load_model(checkpoint)
+    device = resolve_device(device)
+    data = load_dataset(dataset or payload.get("dataset", "mnist"), data_dir)
+    result = evaluate(model.to(device), data.test, device)
+    out = Path(out) if out else Path(checkpoint).parent
+    plot_confusion(result.confusion(), data.classes, out / "confusion.png")
+    plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,
+                  out / "mistakes.png")
+    return {"checkpoint": str(checkpoint), "model": payload["model"], "dataset": data.name,
+            "classes": list(data.classes), **result.as_dict(),
+            "files": {"confusion": str(out / "confusion.png"), "mistakes": str(out / "mistakes.png")}}
