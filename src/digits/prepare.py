@@ -1,0 +1,331 @@
+"""Turn real pictures of handwritten digits into MNIST-style 28×28 images.
+
+MNIST digits are white ink on black, fitted into a 20×20 box (aspect ratio kept, anti-aliased)
+and placed in a 28×28 field with their centre of mass at pixel (14, 14). A photo, scan or canvas
+export is none of that: dark ink on light paper, any size, off-centre, colour, JPEG noise, uneven
+light, transparency. `prepare` bridges the gap for one digit, `segment_number` for a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from .errors import DigitsError
+
+Source = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+
+MAX_PIXELS = 40_000_000
+WORK_SIZE = 1024  # larger pictures are reduced first: the digit ends up 20 px tall anyway
+FIELD, BOX, CENTRE = 28, 20, 14
+MIN_CONTRAST = 0.12  # ink must differ from the paper by this much (0–1 scale) to count
+SPECK = 0.05  # components with less ink than this fraction of the largest one's are noise…
+MIN_AREA = 1e-4  # …and so are those with less than this fraction of the picture's area
+THIN, THICK = 1.6, 5.5  # stroke widths (px in the 20-px box) outside MNIST's range, fixed to…
+THIN_TARGET, THICK_TARGET = 2.5, 4.5  # …these; MNIST's median width is about 2.6 px
+DIGIT_ASPECT = 0.85  # width/height a digit rarely exceeds by half: counts digits that touch
+MERGE = 0.5  # fragments overlapping this much of the narrower one's width are one digit
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+EIGHT = np.ones((3, 3), bool)
+
+
+def _name(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, np.ndarray):
+        return "array"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "image"
+    if isinstance(source, (bytes, bytearray)):
+        return "image data"
+    return str(getattr(source, "name", "image data"))
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise DigitsError(f"{name}: image is {width}×{height} pixels, more than the "
+                          f"{MAX_PIXELS // 1_000_000}-megapixel limit — scale it down first")
+
+
+def _from_array(array: np.ndarray, name: str) -> Image.Image:
+    a = np.asarray(array)
+    if a.ndim > 2 and a.shape[-1] not in (3, 4):
+        a = np.squeeze(a)  # e.g. a (1, 28, 28) tensor
+    if a.size == 0 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise DigitsError(f"{name}: expected an H×W grey or H×W×3/4 colour array, got shape {a.shape}")
+    _check_size(a.shape[1], a.shape[0], name)
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise DigitsError(f"{name}: the array holds NaN or infinite values — clean it first")
+    top = a.max()
+    a = a * 255 if top <= 1 else a * (255 / top) if top > 255 else a  # 0–1, 0–255 or 16-bit
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), mode)
+
+
+def open_image(source: Source) -> Image.Image:
+    """Open a picture from a path, bytes, a binary file, a PIL image or a NumPy array.
+
+    The pixel count is checked from the header before anything is decoded, so decompression
+    bombs are refused cheaply. Photos are turned upright (EXIF orientation); of an animation
+    the first frame is taken. Anything unreadable raises DigitsError naming the source.
+    """
+    name = _name(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name)
+    if (isinstance(source, (bytes, bytearray)) and not source) or (
+            isinstance(source, (str, os.PathLike)) and os.path.isfile(source)
+            and os.path.getsize(source) == 0):
+        raise DigitsError(f"{name}: the file is empty — save or export the picture again")
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        # Image.open reads only the header. (Past 89 megapixels Pillow also warns, past 179 it
+        # refuses; warnings are left alone, as silencing them is not thread-safe.)
+        image = source if isinstance(source, Image.Image) else Image.open(source)
+        with image if image is not source else contextlib.nullcontext():  # the caller's stays open
+            _check_size(*image.size, name)
+            image.load()  # decode now, inside the try, so a truncated file is caught here
+            return ImageOps.exif_transpose(image)  # always a loaded copy
+    except UnidentifiedImageError:
+        raise DigitsError(f"{name}: not a picture this tool can read — use PNG, JPEG, GIF, BMP, "
+                          "TIFF or WebP") from None
+    except Image.DecompressionBombError:
+        raise DigitsError(f"{name}: image is far more than the {MAX_PIXELS // 1_000_000}-megapixel "
+                          "limit (a possible decompression bomb) — scale it down first") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the system's, not the decoder's
+            raise DigitsError(f"{name}: cannot read the file ({e.strerror}) — check the path") from None
+        raise DigitsError(f"{name}: the picture is damaged or incomplete ({e}) — "
+                          "save or export it again") from None
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """Grey levels in [0, 1] (float32), with transparency composited onto paper.
+
+    A canvas export is often strokes on a transparent background, the strokes black or white.
+    When the visible pixels are one colour the alpha channel is the drawing, returned as dark
+    ink on white. Otherwise transparent pixels take the paper's colour: the majority colour of
+    the visible pixels when they cover most of the picture, else the colour opposite to them.
+    """
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        a = np.asarray(image, dtype=np.float32)
+        top = a.max()
+        return a / (1.0 if top <= 1 else 255.0 if top <= 255 else 65535.0)
+    if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
+    grey, alpha = rgba[..., :3] @ LUMA, rgba[..., 3]
+    if alpha.min() > 0.99:
+        return grey
+    visible = alpha > 0.5
+    if not visible.any() or grey[visible].std() < 0.1:
+        return 1 - alpha
+    colour = float(np.median(grey[visible]))
+    paper = colour if visible.mean() > 0.5 else float(colour < 0.5)
+    return alpha * grey + (1 - alpha) * paper
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+
+
+def _otsu(values: np.ndarray) -> float:
+    hist, edges = np.histogram(values, bins=256)
+    p = hist / hist.sum()
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0, m0 = np.cumsum(p), np.cumsum(p * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = np.nan_to_num((m0[-1] * w0 - m0) ** 2 / (w0 * (1 - w0)))
+    return float(centres[np.argmax(between[:-1])])
+
+
+def ink(gray: np.ndarray) -> np.ndarray:
+    """Ink map in [0, 1] (float32, 1 = ink) of a grey picture of either polarity.
+
+    The background is the border's colour; ink is whatever departs from it. Uneven light is
+    flattened by dividing by a morphological closing (the paper with the strokes filled in);
+    Otsu's threshold then finds the ink level, and the map ramps from the paper's noise level up
+    to that ink level, so anti-aliased stroke edges stay grey as in MNIST. All zeros if blank.
+    """
+    g = np.asarray(gray, dtype=np.float32)
+    if min(g.shape) >= 100:  # against sensor and JPEG noise; small pictures are left sharp
+        g = ndimage.gaussian_filter(g, 1.0)
+    level = float(np.median(_border(g)))
+    if g.max() - level > level - g.min():  # light ink on a dark background
+        g = 1 - g
+    # Closing (max then min filter) wider than any stroke gives the paper with the strokes
+    # filled in. The max-filtered image holds no ink, so it can be extended past the border
+    # linearly (odd reflection): a plain closing flattens a light gradient near the border.
+    half = max(1, min(g.shape) // 6)
+    upper = np.pad(ndimage.maximum_filter(g, size=2 * half + 1), half, "reflect", reflect_type="odd")
+    paper = ndimage.minimum_filter(upper, size=2 * half + 1)[half:-half, half:-half]
+    depth = np.clip((paper - g) / np.maximum(paper, 0.05), 0, None)  # light acts multiplicatively
+    if depth.max() < MIN_CONTRAST:
+        return np.zeros_like(g)
+    t = _otsu(depth)
+    top = float(np.median(depth[depth > t]))
+    if top < MIN_CONTRAST:
+        return np.zeros_like(g)
+    plain = depth[depth <= t]
+    middle = float(np.median(plain))
+    noise = 1.4826 * float(np.median(np.abs(plain - middle)))
+    low = min(max(middle + 4 * noise, 0.15 * top), t)
+    return np.clip((depth - low) / (top - low), 0, 1).astype(np.float32)
+
+
+def _gray(source: Source) -> np.ndarray:
+    image = open_image(source)
+    if max(image.size) > WORK_SIZE:
+        if image.mode in ("1", "P"):  # Pillow resizes these by dropping pixels, thin lines too
+            image = image.convert("RGBA" if "transparency" in image.info else "L")
+        image.thumbnail((WORK_SIZE, WORK_SIZE), Image.BOX)
+    return to_grayscale(image)
+
+
+def _mnist_style(gray: np.ndarray) -> np.ndarray | None:
+    """The picture as uint8 if it already is a 28×28 light-on-dark digit, else None."""
+    if gray.shape != (FIELD, FIELD) or np.median(_border(gray)) >= 0.1 or gray.max() < MIN_CONTRAST:
+        return None
+    return np.round(gray * 255).astype(np.uint8)
+
+
+def _strokes(gray: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ink map, its 8-connected components and the labels of those not specks, largest first."""
+    out = ink(gray)
+    labels, count = ndimage.label(out > 0, structure=EIGHT)
+    sizes = np.bincount(labels.ravel(), weights=out.ravel())[1:]  # ink, so faint smudges weigh little
+    keep = np.flatnonzero(sizes >= max(SPECK * sizes.max(initial=0), MIN_AREA * out.size))
+    if count == 0 or keep.size == 0:
+        raise DigitsError(f"{name}: no ink found — the picture looks blank")
+    return out, labels, keep[np.argsort(-sizes[keep], kind="stable")] + 1
+
+
+def _restroke(crop: np.ndarray) -> np.ndarray:
+    """Bring a stroke width far outside MNIST's range back into it (thin pen, fat marker)."""
+    mask = crop > 0.5
+    perimeter = np.count_nonzero(mask & ~ndimage.binary_erosion(mask))
+    if perimeter == 0:
+        return crop
+    width = 2 * np.count_nonzero(mask) / perimeter  # a stroke of length L: area wL, perimeter 2L
+    side = max(crop.shape)
+    final = width * BOX / side
+    if THIN <= final <= THICK:
+        return crop
+    target = THIN_TARGET if final < THIN else THICK_TARGET
+    # grow (or shrink) by r on each side; the box grows with it, hence the divisor
+    r = (target * side / BOX - width) / (2 * (1 - target / BOX))
+    if r > 0:
+        pad = int(np.ceil(r)) + 1
+        mask = np.pad(mask, pad)
+        grown = np.clip(r + 0.5 - ndimage.distance_transform_edt(~mask), 0, 1)
+        return np.maximum(np.pad(crop, pad), grown).astype(np.float32)
+    thinner = np.clip(ndimage.distance_transform_edt(mask) + r, 0, 1).astype(np.float32)
+    return thinner if thinner.max() > 0.5 else crop
+
+
+def _fit(piece: np.ndarray) -> np.ndarray:
+    """Scale the ink into the 20×20 box and put its centre of mass at (14, 14), as MNIST did."""
+    rows, cols = np.nonzero(piece)
+    crop = _restroke(piece[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+    rows, cols = np.nonzero(crop > 0)
+    crop = crop[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    h, w = crop.shape
+    side = max(h, w)
+    square = np.zeros((side, side), np.float32)  # pad to a square so the aspect ratio is exact
+    square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = crop
+    resample = Image.BOX if side >= BOX else Image.BILINEAR  # area averaging = anti-aliasing
+    small = np.clip(np.asarray(Image.fromarray(square, "F").resize((BOX, BOX), resample)), 0, None)
+    small /= small.max()  # MNIST digits all reach full white, even faint or thin ones
+    rows, cols = np.nonzero(small >= 0.5 / 255)
+    small = small[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    cy, cx = ndimage.center_of_mass(small)
+    # MNIST shifted by whole pixels; a digit that would stick out is kept whole instead
+    top = int(np.clip(round(CENTRE - cy), 0, FIELD - small.shape[0]))
+    left = int(np.clip(round(CENTRE - cx), 0, FIELD - small.shape[1]))
+    field = np.zeros((FIELD, FIELD), np.float32)
+    field[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return np.round(field * 255).astype(np.uint8)
+
+
+def prepare(source: Source) -> np.ndarray:
+    """One digit's picture as a 28×28 uint8 MNIST-style image (white digit on black).
+
+    A 28×28 picture on a dark background is taken to be MNIST-style already and returned
+    unchanged (as uint8), so dataset digits pass through bit for bit.
+    """
+    gray = _gray(source)
+    ready = _mnist_style(gray)
+    if ready is not None:
+        return ready
+    out, labels, keep = _strokes(gray, _name(source))
+    return _fit(np.where(np.isin(labels, keep), out, 0))
+
+
+def _overlap(a: list, b: list) -> float:
+    """How much of the narrower of two [left, right, …] column spans the other one covers."""
+    return (min(a[1], b[1]) - max(a[0], b[0])) / min(a[1] - a[0], b[1] - b[0])
+
+
+def _split(piece: np.ndarray, line: int) -> list[np.ndarray]:
+    """Cut ink as wide as several digits of the line's height where fewest strokes cross."""
+    cols = np.nonzero(piece.any(0))[0]
+    x0, width = cols[0], cols[-1] + 1 - cols[0]
+    n = int(width / (DIGIT_ASPECT * line) + 0.5)
+    if n < 2:
+        return [piece]
+    strip = piece[:, x0:x0 + width]
+    core = strip > 0.5
+    crossings = np.count_nonzero(core[1:] & ~core[:-1], axis=0) + core[0]  # strokes per column
+    cost = crossings + 0.5 * strip.sum(0) / strip.sum(0).max()  # where touching digits meet
+    cuts = [x0]
+    for k in range(1, n):  # near the even cuts
+        lo, hi = int(width * (k - 0.25) / n), int(width * (k + 0.25) / n) + 1
+        cuts.append(x0 + lo + int(np.argmin(cost[lo:hi])))
+    cuts.append(x0 + width)
+    pieces = []
+    for a, b in zip(cuts, cuts[1:]):
+        part = np.zeros_like(piece)
+        part[:, a:b] = piece[:, a:b]
+        if part.max() >= 0.5:  # not a sliver of anti-aliased edge
+            pieces.append(part)
+    return pieces or [piece]
+
+
+def segment_number(source: Source) -> list[np.ndarray]:
+    """The digits of a multi-digit number's picture, left to right, each as prepare() makes it.
+
+    Ink is split into connected components. A fragment goes with the digit it lies over or
+    under: one whose horizontal extent overlaps most of the narrower one's, or a short one
+    (under half the line's height, like the loose bar of a 5) that overlaps it at all. Ink as
+    wide as two or more digits (digits that touch) is cut where the fewest strokes cross.
+    """
+    gray = _gray(source)
+    ready = _mnist_style(gray)
+    if ready is not None:
+        return [ready]
+    out, labels, keep = _strokes(gray, _name(source))
+    boxes = ndimage.find_objects(labels)
+    line = max(boxes[i - 1][0].stop - boxes[i - 1][0].start for i in keep)
+    groups: list[list] = []  # [left, right, labels]; built from the largest component down
+    for label in keep:
+        rows, cols = boxes[label - 1]
+        span = [cols.start, cols.stop]
+        best = max(groups, key=lambda g: _overlap(g, span), default=None)
+        cover = _overlap(best, span) if best else 0.0
+        if cover >= MERGE or (cover > 0 and rows.stop - rows.start < line / 2):
+            best[0], best[1] = min(best[0], span[0]), max(best[1], span[1])
+            best[2].append(label)
+        else:
+            groups.append([*span, [label]])
+    digits = []
+    for _, _, group in sorted(groups, key=lambda g: g[0]):
+        piece = np.where(np.isin(labels, group), out, 0)
+        digits.extend(_fit(part) for part in _split(piece, line))
+    return digits

@@ -1,0 +1,324 @@
+"""Tests for digits.prepare: real pictures → MNIST-style 28×28 digits."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+from scipy import ndimage
+
+from digits.errors import DigitsError
+from digits.prepare import open_image, prepare, segment_number, to_grayscale
+from pictures import (big_canvas_off_centre, ink_on_paper, jpeg_uneven_light, light_on_dark,
+                      number_picture, rgba_canvas, thick_stroke, thin_stroke)
+
+# Shapes in unit coordinates, drawn into a box: lines (polylines) and ellipses.
+ONE = [("line", [(0.5, 0), (0.5, 1)])]
+ZERO = [("ellipse", (0, 0, 1, 1))]
+SEVEN = [("line", [(0, 0), (1, 0), (0.35, 1)])]
+# a 5 whose top bar is not joined to the rest: two fragments, one above the other
+BROKEN_FIVE = [("line", [(0.15, 0), (1, 0)]),
+               ("line", [(0.1, 0.25), (0.1, 0.5), (0.6, 0.45), (0.95, 0.7), (0.6, 1), (0, 0.92)])]
+
+
+def draw(shapes: list, size=(200, 200), boxes=((50, 30, 150, 170),), ink=0, paper=255,
+         width=16) -> Image.Image:
+    """Dark-on-light ("L") picture of each shape drawn into its box (x0, y0, x1, y1)."""
+    image = Image.new("L", size, paper)
+    pen = ImageDraw.Draw(image)
+    for parts, (x0, y0, x1, y1) in zip(shapes, boxes):
+        def at(u, v):
+            return x0 + u * (x1 - x0), y0 + v * (y1 - y0)
+        for kind, points in parts:
+            if kind == "line":
+                pen.line([at(*p) for p in points], fill=ink, width=width, joint="curve")
+            else:
+                pen.ellipse([*at(*points[:2]), *at(*points[2:])], outline=ink, width=width)
+    return image
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(float).ravel(), b.astype(float).ravel())[0, 1])
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation, allowing the 1-px shift that rounding the centre of mass can make."""
+    return max(corr(np.roll(a, (dy, dx), (0, 1)), b) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def centre_of_mass(a: np.ndarray) -> np.ndarray:
+    return np.array(ndimage.center_of_mass(a.astype(float)))
+
+
+def save(image: Image.Image, path: Path, **options) -> Path:
+    image.save(path, **options)
+    return path
+
+
+@pytest.mark.parametrize("shape", [ONE, ZERO, SEVEN, BROKEN_FIVE])
+def test_prepare_makes_an_mnist_style_digit(shape, tmp_path):
+    out = prepare(save(draw([shape]), tmp_path / "digit.png"))
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert out.max() == 255 and out[[0, 0, -1, -1], [0, -1, 0, -1]].max() == 0  # white on black
+    assert np.abs(centre_of_mass(out) - 14).max() <= 1
+    rows, cols = np.nonzero(out)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert max(height, width) in (19, 20)  # fitted into the 20×20 box
+    assert min(height, width) <= 20
+
+
+def test_position_and_canvas_size_do_not_matter():
+    small = prepare(draw([SEVEN]))
+    for box in [(20, 40, 120, 180), (700, 480, 800, 620)]:
+        big = prepare(draw([SEVEN], size=(900, 700), boxes=[box]))
+        assert similar(big, small) > 0.97
+        assert np.abs(centre_of_mass(big) - 14).max() <= 1
+
+
+def test_aspect_ratio_is_kept():
+    out = prepare(draw([ZERO], boxes=[(40, 60, 160, 120)]))  # twice as wide as tall
+    rows, cols = np.nonzero(out > 64)
+    assert np.ptp(cols) + 1 == pytest.approx(20, abs=1)
+    assert (np.ptp(cols) + 1) / (np.ptp(rows) + 1) == pytest.approx(2, rel=0.2)
+
+
+@pytest.mark.parametrize("shape", [ZERO, SEVEN])
+def test_light_on_dark_gives_the_same_digit(shape):
+    picture = draw([shape])
+    assert similar(prepare(ImageOps.invert(picture)), prepare(picture)) > 0.98
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255), (30, 60, 200)])
+def test_strokes_on_a_transparent_canvas(colour, tmp_path):
+    alpha = ImageOps.invert(draw([SEVEN]))  # the strokes are opaque, the rest transparent
+    canvas = Image.new("RGBA", alpha.size, (*colour, 0))
+    canvas.putalpha(alpha)
+    out = prepare(save(canvas, tmp_path / "canvas.png"))
+    assert similar(out, prepare(draw([SEVEN]))) > 0.98
+
+
+def test_transparent_margin_around_a_photo_is_paper():
+    photo = draw([SEVEN]).convert("RGBA")
+    alpha = Image.new("L", photo.size, 0)
+    ImageDraw.Draw(alpha).rectangle((8, 8, 192, 192), fill=255)  # rounded-off, cut-out edges
+    photo.putalpha(alpha)
+    assert similar(prepare(photo), prepare(draw([SEVEN]))) > 0.98
+
+
+def test_to_grayscale_composites_transparency_onto_paper():
+    white_strokes = Image.new("RGBA", (50, 50), (255, 255, 255, 0))
+    ImageDraw.Draw(white_strokes).line([(10, 25), (40, 25)], fill=(255, 255, 255, 255), width=5)
+    gray = to_grayscale(white_strokes)
+    assert gray.dtype == np.float32 and gray.shape == (50, 50)
+    assert gray[0, 0] != pytest.approx(gray[25, 25], abs=0.5)  # strokes stay visible
+
+
+def test_uneven_light_and_noise():
+    picture = np.asarray(draw([ZERO]), np.float32) / 255
+    y, x = np.mgrid[0:200, 0:200] / 200
+    light = 0.3 + 0.7 * (0.6 * x + 0.4 * y)  # from deep shadow to full light
+    noisy = picture * light + np.random.default_rng(0).normal(0, 0.02, picture.shape)
+    assert similar(prepare(np.clip(noisy, 0, 1)), prepare(draw([ZERO]))) > 0.95
+
+
+def test_jpeg_photo(tmp_path):
+    path = save(draw([SEVEN]).convert("RGB"), tmp_path / "photo.jpg", quality=50)
+    assert similar(prepare(path), prepare(draw([SEVEN]))) > 0.97
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    sideways = draw([SEVEN]).rotate(90, expand=True).convert("RGB")
+    path = save(sideways, tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    assert similar(prepare(path), prepare(draw([SEVEN]))) > 0.97
+
+
+def test_every_kind_of_source_gives_the_same_result(tmp_path):
+    picture = draw([SEVEN])
+    path = save(picture, tmp_path / "seven.png")
+    expected = prepare(path)
+    with open(path, "rb") as file:
+        assert np.array_equal(prepare(file), expected)
+        assert not file.closed  # the caller's file is the caller's to close
+    for source in [str(path), path.read_bytes(), picture, np.asarray(picture),
+                   np.asarray(picture) / 255.0, np.asarray(picture.convert("RGB"))]:
+        assert np.array_equal(prepare(source), expected)
+
+
+def test_first_frame_of_an_animation(tmp_path):
+    frames = [draw([SEVEN]).convert("P"), draw([ZERO]).convert("P")]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert similar(prepare(path), prepare(draw([SEVEN]))) > 0.97
+
+
+def test_an_mnist_style_digit_passes_through_unchanged():
+    digit = np.asarray(ImageOps.invert(draw([SEVEN])).resize((28, 28), Image.BOX))
+    assert np.array_equal(prepare(digit), digit)
+    assert np.array_equal(prepare(digit / 255.0), digit)
+
+
+@pytest.mark.parametrize("picture", [
+    Image.new("L", (300, 200), 255),
+    Image.new("RGB", (300, 200), (200, 30, 30)),
+    Image.new("L", (300, 200), 0),
+    Image.new("RGBA", (300, 200), (0, 0, 0, 0)),
+    Image.new("L", (28, 28), 0),
+    Image.fromarray(np.clip(np.random.default_rng(1).normal(235, 4, (300, 400)), 0, 255).astype(np.uint8)),
+], ids=["white", "red", "black", "transparent", "black-28", "noisy-paper"])
+def test_a_blank_picture_is_refused(picture, tmp_path):
+    path = save(picture, tmp_path / "blank.png")
+    with pytest.raises(DigitsError, match="blank.png: no ink found"):
+        prepare(path)
+    with pytest.raises(DigitsError, match="no ink found"):
+        segment_number(path)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"hello, I am not a picture\n", "not a picture"),
+    (b"", "empty"),
+    (png_bytes(draw([SEVEN]))[:400], "damaged or incomplete"),
+    (png_bytes(draw([SEVEN]))[:30], "not a picture"),
+], ids=["text", "empty", "truncated", "header-only"])
+def test_unreadable_files_are_refused_by_name(content, problem, tmp_path):
+    path = tmp_path / "upload.png"
+    path.write_bytes(content)
+    with pytest.raises(DigitsError, match=problem) as caught:
+        open_image(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(DigitsError, match="nope.png: cannot read"):
+        prepare(tmp_path / "nope.png")
+    with pytest.raises(DigitsError, match="cannot read"):
+        prepare(tmp_path)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A 1×1 PNG whose IHDR is patched (with a valid CRC) to claim width×height pixels."""
+    data = bytearray(png_bytes(Image.new("L", (1, 1))))
+    data[16:24] = struct.pack(">II", width, height)  # IHDR data starts after 8 + 4 + 4 bytes
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # over type + data
+    return bytes(data)
+
+
+def test_decompression_bomb_is_refused_quickly(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_claiming(50_000, 50_000))
+    start = time.perf_counter()
+    with pytest.raises(DigitsError, match="bomb.png: .*40-megapixel limit"):
+        prepare(path)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_picture_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header_claiming(8000, 6000))
+    with pytest.raises(DigitsError, match="huge.png: image is 8000×6000 pixels, more than the "
+                                          "40-megapixel limit"):
+        prepare(path)
+    with pytest.raises(DigitsError, match="array: image is 9000×5000 pixels"):
+        prepare(np.broadcast_to(np.uint8(0), (5000, 9000)))
+
+
+def test_bad_arrays_are_refused():
+    with pytest.raises(DigitsError, match="shape"):
+        prepare(np.zeros((3, 4, 5)))
+    with pytest.raises(DigitsError, match="NaN"):
+        prepare(np.full((30, 30), np.nan))
+
+
+def test_segment_number_reads_left_to_right(tmp_path):
+    shapes, boxes = [ONE, ZERO, SEVEN], [(40, 40, 140, 180), (200, 40, 300, 180), (360, 40, 460, 180)]
+    picture = draw(shapes, size=(520, 220), boxes=boxes)
+    digits = segment_number(save(picture, tmp_path / "number.png"))
+    assert len(digits) == 3
+    for digit, shape in zip(digits, shapes):
+        assert digit.shape == (28, 28) and digit.dtype == np.uint8
+        assert similar(digit, prepare(draw([shape]))) > 0.95
+
+
+def test_segment_number_splits_touching_digits():
+    picture = draw([ZERO, ZERO], size=(320, 220), boxes=[(40, 40, 140, 180), (136, 40, 236, 180)])
+    _, count = ndimage.label(np.asarray(picture) < 128)
+    assert count == 1  # the premise: one blob of ink
+    digits = segment_number(picture)
+    assert len(digits) == 2
+    assert all(similar(d, prepare(draw([ZERO]))) > 0.8 for d in digits)
+
+
+def test_segment_number_keeps_a_broken_digit_whole():
+    picture = draw([ONE, BROKEN_FIVE, SEVEN], size=(520, 220),
+                   boxes=[(40, 40, 140, 180), (200, 40, 300, 180), (360, 40, 460, 180)])
+    digits = segment_number(picture)
+    assert len(digits) == 3
+    assert similar(digits[1], prepare(draw([BROKEN_FIVE]))) > 0.95
+
+
+def test_segment_number_of_a_single_digit():
+    digits = segment_number(draw([SEVEN]))
+    assert len(digits) == 1 and np.array_equal(digits[0], prepare(draw([SEVEN])))
+
+
+# --- on real MNIST digits, when the data is there -------------------------------------------
+
+def mnist_test_images(count: int) -> np.ndarray:
+    root = os.environ.get("DIGITS_DATA_DIR")
+    path = Path(root or ".") / "mnist" / "t10k-images-idx3-ubyte.gz"
+    if not root or not path.exists():
+        pytest.skip("set DIGITS_DATA_DIR to a folder holding mnist/t10k-images-idx3-ubyte.gz")
+    with gzip.open(path) as file:
+        return np.frombuffer(file.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:count]
+
+
+def test_mnist_digits_pass_through_bit_for_bit():
+    for digit in mnist_test_images(200):
+        assert np.array_equal(prepare(digit), digit)
+
+
+def test_mnist_digits_survive_a_round_trip_through_paper():
+    digits = mnist_test_images(200)
+    scores = [corr(prepare(ink_on_paper(d, seed=i)), d) for i, d in enumerate(digits)]
+    assert np.mean(scores) > 0.9 and np.min(scores) > 0.6
+
+
+@pytest.mark.parametrize("make, floor, count", [
+    (big_canvas_off_centre, 0.85, 10), (thick_stroke, 0.75, 25), (thin_stroke, 0.8, 25),
+    (jpeg_uneven_light, 0.85, 25), (rgba_canvas, 0.9, 25),
+    (lambda d, seed: rgba_canvas(d, colour=(255, 255, 255), seed=seed), 0.9, 25),
+    (light_on_dark, 0.9, 25),
+], ids=["big-canvas", "thick", "thin", "jpeg-uneven-light", "rgba-black", "rgba-white", "chalk"])
+def test_mnist_digits_survive_realistic_pictures(make, floor, count):
+    digits = mnist_test_images(count)
+    scores = [corr(prepare(make(d, seed=i)), d) for i, d in enumerate(digits)]
+    assert np.mean(scores) > floor
+
+
+@pytest.mark.parametrize("gap", [0.12, 0.03])
+def test_segment_number_on_mnist_numbers(gap):
+    images = mnist_test_images(1000)
+    rng = np.random.default_rng(7)
+    right = 0
+    for trial in range(8):
+        chosen = images[rng.integers(0, len(images), int(rng.integers(2, 5)))]
+        digits = segment_number(number_picture(list(chosen), gap=gap, seed=trial))
+        if len(digits) == len(chosen):
+            right += 1
+            assert np.mean([corr(a, b) for a, b in zip(digits, chosen)]) > 0.75
+    assert right >= 7
