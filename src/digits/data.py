@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -198,14 +199,14 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
         if missing:
             raise DigitsError(f"--data-dir {folder}: missing {', '.join(missing)}")
         return folder
-    if name not in DATASETS and not os.environ.get("DIGITS_DATA_DIR"):
-        raise DigitsError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}"
-                          " or give its folder with --data-dir")
     for _, folder in candidate_dirs(name):
         if _has_all(folder):
             return folder
     info = DATASETS.get(name)
-    if not download or info is None:
+    if info is None:
+        raise DigitsError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}"
+                          " or give its folder with --data-dir")
+    if not download:
         raise DigitsError(missing_data_message(name))
     folder = cache_dir() / name
     fetch(info, folder)
@@ -233,7 +234,8 @@ def load_split(folder: Path, split: str, info: DatasetInfo | None,
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DigitsError(f"{label_file}: expected a list of uint8 labels, got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
-        raise DigitsError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+        raise DigitsError(f"{image_file} holds {len(images)} images but {label_file} holds "
+                          f"{len(labels)} labels — the two files do not belong together")
     if len(labels) and labels.max() > 9:
         raise DigitsError(f"{label_file}: label {labels.max()} is out of range 0–9")
     return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
@@ -276,7 +278,7 @@ def fetch(info: DatasetInfo, folder: Path, timeout: float = 30) -> None:
                     if hashlib.sha256(data).hexdigest() != info.sha256[name]:
                         raise DigitsError(f"{url}: checksum mismatch")
                     parse_idx(data, url)
-                except (OSError, DigitsError) as e:
+                except (OSError, ValueError, http.client.HTTPException, DigitsError) as e:
                     errors.append(f"{url}: {e}")
                     continue
                 atomic_write(folder / name, raw)
@@ -303,10 +305,16 @@ def _download(url: str, timeout: float, progress) -> bytes:
 
 
 def describe(name: str, data_dir: str | Path | None = None, verify: bool = False) -> dict:
-    """Where a dataset is (without downloading) and, when verified, its checksums."""
+    """Where a dataset is (without downloading) and, when verified, its checksums.
+
+    A known dataset that is not here yet is reported as missing; a bad --data-dir or an
+    unknown name is the caller's mistake, so it is raised.
+    """
     try:
         folder = locate(name, data_dir, download=False)
     except DigitsError as e:
+        if data_dir is not None or name not in DATASETS:
+            raise
         return {"dataset": name, "folder": None, "status": "missing", "message": str(e)}
     info = {"dataset": name, "folder": str(folder), "status": "found",
             "files": {f: str(_file_in(folder, f)) for f in ALL_FILES}}

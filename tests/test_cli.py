@@ -1,0 +1,100 @@
+"""The `digits` command, run as a user runs it: a separate process, its output and exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EPOCH_LINE = re.compile(r"^Epoch 1/1 — [\d.]+ s — loss [\d.]+ — accuracy [\d.]+ — "
+                        r"val_loss [\d.]+ — val_accuracy [\d.]+$", re.MULTILINE)
+
+
+def digits(*args: str | Path) -> subprocess.CompletedProcess:
+    # Port 9 (discard) has no listener: a closed mirror, so no test can reach the internet.
+    env = {**os.environ, "DIGITS_MIRRORS": "http://127.0.0.1:9/"}
+    return subprocess.run([sys.executable, "-m", "digits", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def tiny(make_dataset, tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny"), train=200, test=50)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`digits train` with a tiny configuration, and its run folder."""
+    out = tmp_path_factory.mktemp("run")
+    return digits("train", "--dataset", "tiny", "--data-dir", tiny, "--epochs", "1", "--out", out,
+                  "--no-report"), out
+
+
+def test_models_lists_seed():
+    result = digits("models")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"seed\s*│\s*65,194", result.stdout)
+
+
+def test_data_json_reports_mnist():
+    result = digits("data", "--json")
+    assert result.returncode == 0, result.stderr
+    found = {entry["dataset"]: entry for entry in json.loads(result.stdout)}
+    assert found["mnist"]["status"] == "found"
+    assert Path(found["mnist"]["folder"]) == Path(os.environ["DIGITS_DATA_DIR"]) / "mnist"
+
+
+def test_train_prints_keras_epoch_lines(trained):
+    result, out = trained
+    assert result.returncode == 0, result.stderr
+    assert EPOCH_LINE.search(result.stdout), result.stdout
+    assert "Traceback" not in result.stderr
+    assert {"model.pt", "history.json", "history.csv", "curves.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_evaluate_json_prints_one_object(trained, tiny):
+    _, out = trained
+    result = digits("evaluate", out / "model.pt", "--data-dir", tiny, "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == 1
+    report = json.loads(result.stdout)
+    assert report["model"] == "seed" and report["dataset"] == "tiny" and report["count"] == 50
+    assert 0 <= report["accuracy"] <= 1 and len(report["per_class"]["f1"]) == 10
+    # The pictures go beside the checkpoint unless --out says otherwise.
+    assert Path(report["files"]["confusion"]) == out / "confusion.png" and (out / "mistakes.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("damaged") / "model.pt"
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+BAD_INPUTS = {
+    "missing checkpoint": (["evaluate", "{tmp}/nope.pt"], "no such checkpoint"),
+    "damaged checkpoint": (["evaluate", "{damaged}"], "not a readable digits checkpoint"),
+    "bad --data-dir": (["train", "--data-dir", "{tmp}/empty", "--out", "{tmp}/run"], "missing train-images"),
+    "bad --data-dir for data": (["data", "--data-dir", "{tmp}/empty"], "missing train-images"),
+    "unknown model": (["train", "--model", "nope", "--out", "{tmp}/run"], "unknown model 'nope'"),
+    "unknown dataset": (["train", "--dataset", "nope", "--out", "{tmp}/run"], "unknown dataset 'nope'"),
+    "unknown dataset for data": (["data", "--dataset", "nope"], "unknown dataset 'nope'"),
+    "bad subset": (["train", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, damaged):
+    args, reason = BAD_INPUTS[case]
+    result = digits(*(a.format(tmp=tmp_path, damaged=damaged) for a in args))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("digits: error:"), result.stderr
+    assert reason in lines[0]
+    assert not (tmp_path / "run").exists()

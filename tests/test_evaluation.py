@@ -1,0 +1,75 @@
+"""Evaluation: its numbers are those of a direct computation, and its pictures are real PNGs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import precision_recall_fscore_support
+from torch.nn import functional as F
+
+from digits import evaluate, evaluate_checkpoint, load_model
+
+COUNT = 1000
+
+
+@pytest.fixture(scope="module")
+def report(learned, make_dataset, tmp_path_factory) -> dict:
+    """evaluate_checkpoint on 1,000 real test digits, in a folder of their own."""
+    data_dir = make_dataset(tmp_path_factory.mktemp("heldout"), train=10, test=COUNT)
+    return evaluate_checkpoint(learned.checkpoint, dataset="heldout", data_dir=data_dir,
+                               out=tmp_path_factory.mktemp("pictures"))
+
+
+@pytest.fixture(scope="module")
+def direct(learned, mnist) -> tuple[torch.Tensor, np.ndarray]:
+    """The checkpoint's logits for the same digits, computed here with plain torch."""
+    model, _ = load_model(learned.checkpoint)
+    with torch.no_grad():
+        logits = model(mnist.test.images[:COUNT].unsqueeze(1).float())
+    return logits, mnist.test.labels[:COUNT].numpy()
+
+
+def test_accuracy_and_loss_match_a_direct_computation(report, direct):
+    logits, labels = direct
+    assert report["count"] == COUNT
+    assert report["accuracy"] == pytest.approx((logits.argmax(1).numpy() == labels).mean(), abs=1e-12)
+    assert report["loss"] == pytest.approx(F.cross_entropy(logits, torch.from_numpy(labels)).item(), rel=1e-4)
+    assert report["accuracy"] > 0.85  # a real model, so the comparisons above are not trivial
+
+
+def test_per_class_metrics_are_sklearns(report, direct):
+    logits, labels = direct
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, logits.argmax(1).numpy(), labels=range(10), zero_division=0)
+    per_class = report["per_class"]
+    np.testing.assert_allclose(per_class["precision"], precision)
+    np.testing.assert_allclose(per_class["recall"], recall)
+    np.testing.assert_allclose(per_class["f1"], f1)
+    assert per_class["support"] == np.bincount(labels, minlength=10).tolist() == support.tolist()
+
+
+def test_confusion_matrix_counts_every_digit(report, direct):
+    _, labels = direct
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == COUNT
+    assert confusion.sum(1).tolist() == np.bincount(labels, minlength=10).tolist()
+    assert np.trace(confusion) / COUNT == pytest.approx(report["accuracy"])
+
+
+@pytest.mark.parametrize("picture", ["confusion", "mistakes"])
+def test_pictures_are_pngs(report, picture):
+    path = report["files"][picture]
+    assert path.endswith(f"{picture}.png")
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_evaluate_a_split(learned, mnist):
+    split = mnist.test.take(slice(0, 300))
+    result = evaluate(learned.model, split)
+    assert result.probabilities.shape == (300, 10)
+    np.testing.assert_allclose(result.probabilities.sum(1), 1, rtol=1e-5)
+    assert result.accuracy == (result.predictions == split.labels.numpy()).mean()
