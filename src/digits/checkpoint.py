@@ -9,8 +9,7 @@ resuming needs (optimizer and scheduler state, epochs done, history, configurati
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,10 @@ import torch
 
 from .errors import DigitsError
 from .files import atomic_write
-from .models import Classifier, create_model
+from .models import Classifier, Ensemble, create_model
 
 FORMAT = "digits-checkpoint-1"
+ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
 REQUIRED = ("format", "model", "normalize", "state_dict", "classes")
 
 
@@ -38,8 +38,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DigitsError(f"{path}: no such checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
-            OSError, AttributeError, TypeError) as e:
+    except Exception as e:  # a damaged file can fail anywhere in the unpickler: all mean the same
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DigitsError(f"{path}: not a readable digits checkpoint ({reason[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED):
@@ -52,12 +51,35 @@ def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> C
     model = create_model(payload["model"], payload["normalize"])
     try:
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError):
         raise DigitsError(f"{source}: weights do not fit model {payload['model']!r}"
                           " — the checkpoint is damaged or from another model") from None
     return model.eval()
 
 
-def load_model(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[Classifier | Ensemble, dict[str, Any]]:
+    """A checkpoint's model, or an ensemble's (its folder or its ensemble.json)."""
+    path = Path(path)
+    manifest = path / ENSEMBLE_MANIFEST if path.is_dir() else path
+    if manifest.name == ENSEMBLE_MANIFEST:
+        return load_ensemble(manifest)
     payload = load_checkpoint(path)
     return build_model(payload, path), payload
+
+
+def load_ensemble(manifest: str | Path) -> tuple[Ensemble, dict[str, Any]]:
+    """The members an ensemble manifest names, averaged; the payload describes the whole."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DigitsError(f"{manifest.parent}: no checkpoint or {ENSEMBLE_MANIFEST} there")
+    try:
+        members = json.loads(manifest.read_text())["members"]
+    except (ValueError, KeyError, TypeError):
+        raise DigitsError(f"{manifest}: not a digits ensemble manifest") from None
+    loaded = [load_model(manifest.parent / member) for member in members]
+    if not loaded:
+        raise DigitsError(f"{manifest}: the ensemble has no members")
+    first = loaded[0][1]
+    payload = {**{k: v for k, v in first.items() if k not in ("state_dict", "optimizer", "scheduler")},
+               "model": f"{first['model']} ensemble of {len(loaded)}", "members": members}
+    return Ensemble([model for model, _ in loaded]).eval(), payload

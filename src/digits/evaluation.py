@@ -22,14 +22,16 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 200
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, in large batches."""
     was_training = model.training
-    model.eval()
+    if was_training:  # switching modes walks every module: too slow for one-digit requests
+        model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device).float()
         if batch.ndim == 3:
             batch = batch.unsqueeze(1)
         out.append(model(batch).float().cpu())
-    model.train(was_training)
+    if was_training:
+        model.train()
     return torch.cat(out) if out else torch.empty(0, 10)
 
 
@@ -79,7 +81,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None,
     device = resolve_device(device)
     data = load_dataset(dataset or payload.get("dataset", "mnist"), data_dir)
     result = evaluate(model.to(device), data.test, device)
-    out = Path(out) if out else Path(checkpoint).parent
+    out = Path(out) if out else Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     plot_confusion(result.confusion(), data.classes, out / "confusion.png")
     plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,
                   out / "mistakes.png")

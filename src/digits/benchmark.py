@@ -1,0 +1,145 @@
+"""`digits benchmark`: how fast and how well each zoo model trains, in one run on one machine.
+
+Every model trains with its own recipe through `train`, the code path `digits train` uses,
+validating on the test set after every epoch. Per model: median seconds per epoch (training
+only), training images per second, the training time at which test accuracy first reached
+99.0% and 99.5%, the final accuracy, and inference images per second. When TensorFlow and
+Keras are importable, the Keras tutorial's own model and code train on the same data in the
+same run, so the seed CNN's epoch time can be compared as a ratio on equal terms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import Dataset, Split
+from .engine import autocast, resolve_device, resolve_precision
+from .evaluation import predict_logits
+from .files import atomic_write
+from .models import count_parameters
+from .training import Run, TrainConfig, train
+
+TARGETS = (0.99, 0.995)
+
+
+def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.device, precision: str,
+                   repeats: int = 3) -> float:
+    """Test images classified per second, in batches of 1,000 (median of ``repeats`` passes)."""
+    seconds = []
+    for _ in range(repeats + 1):  # the first pass warms up oneDNN's kernels and is not counted
+        tick = time.perf_counter()
+        with autocast(device, precision):
+            predict_logits(model, images, batch_size=1000, device=device)
+        seconds.append(time.perf_counter() - tick)
+    return len(images) / statistics.median(seconds[1:])
+
+
+def model_row(run: Run, data: Dataset, device: torch.device, precision: str) -> dict[str, Any]:
+    seconds = statistics.median(h["seconds"] for h in run.history)
+    return {"model": run.model.name, "parameters": count_parameters(run.model), "precision": precision,
+            "epochs": len(run.history), "seconds_per_epoch": seconds,
+            "train_images_per_s": len(data.train) / seconds,
+            **{f"time_to_{t:.1%}": run.time_to(t) for t in TARGETS},
+            "training_seconds": run.history[-1]["elapsed"], "accuracy": run.accuracy,
+            "inference_images_per_s": inference_rate(run.model, data.test.images, device, precision)}
+
+
+def keras_row(data: Dataset, epochs: int) -> dict[str, Any] | None:
+    """The Keras tutorial's CNN, as its code trains it; None if TensorFlow or Keras is missing."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras
+        import tensorflow  # noqa: F401  (the backend the tutorial ran on)
+    except ImportError:
+        return None
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPool2D(),
+        layers.Flatten(),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    x_train, y_train = _keras_arrays(data.train, keras)
+    x_test, y_test = _keras_arrays(data.test, keras)
+
+    class EpochClock(keras.callbacks.Callback):
+        """Each epoch's training time, then its test accuracy, measured outside that time."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds, self.accuracy = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.tick = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.tick)
+            self.accuracy.append(self.model.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1])
+
+    clock = EpochClock()
+    model.fit(x_train, y_train, batch_size=32, epochs=epochs, callbacks=[clock], verbose=0)
+    elapsed = [sum(clock.seconds[:i + 1]) for i in range(epochs)]
+    seconds = statistics.median(clock.seconds)
+    predict = []
+    for _ in range(4):
+        tick = time.perf_counter()
+        model.predict(x_test, batch_size=1000, verbose=0)
+        predict.append(time.perf_counter() - tick)
+    return {"model": "keras tutorial", "keras": keras.__version__, "parameters": model.count_params(),
+            "precision": "fp32", "epochs": epochs, "seconds_per_epoch": seconds,
+            "train_images_per_s": len(data.train) / seconds,
+            **{f"time_to_{t:.1%}": next((s for s, a in zip(elapsed, clock.accuracy) if a >= t), None)
+               for t in TARGETS},
+            "training_seconds": elapsed[-1], "accuracy": float(clock.accuracy[-1]),
+            "inference_images_per_s": len(data.test) / statistics.median(predict[1:])}
+
+
+def _keras_arrays(split: Split, keras):
+    """Raw 0–255 pixels and one-hot labels, as the tutorial feeds them."""
+    return split.images.numpy()[..., None].astype("float32"), keras.utils.to_categorical(split.labels.numpy(), 10)
+
+
+def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs: int | None = None,
+              keras: bool = True, precision: str = "auto", device: str = "auto", subset: int | None = None,
+              threads: int | None = None, out: str | Path | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Train each model (and the Keras tutorial's, if importable) and measure; writes ``out`` as JSON.
+
+    ``subset`` trains on the first N training images only: a quicker measure of epoch time
+    and images/s (accuracy is still measured on the whole test set)."""
+    target = resolve_device(device)
+    if subset:
+        data = Dataset(data.name, data.classes, data.train.take(slice(0, subset)), data.test)
+    rows = []
+    for name in models:
+        with tempfile.TemporaryDirectory() as folder:
+            run = train(TrainConfig(model=name, epochs=epochs, precision=precision, device=device,
+                                    threads=threads, out=folder, report=False), data, verbose)
+        rows.append(model_row(run, data, target, resolve_precision(precision, target)))
+    result: dict[str, Any] = {"dataset": data.name, "train_images": len(data.train), "device": target.type,
+                              "threads": torch.get_num_threads(),
+                              "torch": str(torch.__version__), "rows": rows}
+    if keras:
+        keras_epochs = next((r["epochs"] for r in rows if r["model"] == "seed"), epochs or 10)
+        row = keras_row(data, keras_epochs)
+        if row:
+            rows.append(row)
+            seed = next((r for r in rows if r["model"] == "seed"), None)
+            if seed:
+                result["seed_to_keras_epoch_ratio"] = seed["seconds_per_epoch"] / row["seconds_per_epoch"]
+    if out:
+        atomic_write(out, (json.dumps(result, indent=2) + "\n").encode())
+    return result

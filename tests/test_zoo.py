@@ -1,0 +1,134 @@
+"""The zoo's models train, runs stop when told to, ensembles average their members, and the
+baselines and the benchmark report what they measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from digits import Dataset, TrainConfig, create_model, evaluate_checkpoint, list_models, load_model, train
+from digits.baselines import run_baselines
+from digits.benchmark import benchmark
+from digits.checkpoint import load_checkpoint
+from digits.cli import main
+from digits.engine import autocast
+from digits.models import Ensemble
+from digits.training import split_for_training, train_ensemble
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def small(mnist: Dataset) -> Dataset:
+    """3,000 training and 1,000 test digits: enough to learn, quick to train on."""
+    return Dataset(mnist.name, mnist.classes, mnist.train.take(slice(0, 3000)), mnist.test.take(slice(0, 1000)))
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in list_models()])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_model_learns_from_a_small_batch(name, precision):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    x, y = torch.rand(8, 1, 28, 28) * 255, torch.arange(8)
+    with autocast(CPU, precision):
+        logits = model(x).float()
+    assert logits.shape == (8, 10) and torch.isfinite(logits).all()
+    F.cross_entropy(logits, y).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_every_recipe_trains_without_flags():
+    for entry in list_models():
+        assert entry.recipe.epochs >= 1 and entry.recipe.batch_size >= 1 and entry.recipe.lr > 0
+
+
+def test_target_accuracy_stops_the_run_and_records_when(small, tmp_path):
+    run = train(TrainConfig(model="fast", epochs=4, target_accuracy=0.5, out=tmp_path, report=False),
+                small, verbose=False)
+    assert len(run.history) == 1 and run.accuracy >= 0.5
+    assert run.time_to(0.5) == run.history[0]["elapsed"] > 0
+    assert run.time_to(1.01) is None
+    checkpoint = load_checkpoint(tmp_path / "model.pt")
+    assert checkpoint["finished"] and "target accuracy 0.5 reached" in checkpoint["stopped"]
+    # A stopped run is finished: resuming it trains nothing more.
+    again = train(TrainConfig(model="fast", resume=True, out=tmp_path, report=False), small, verbose=False)
+    assert again.history == run.history
+
+
+def test_time_limit_stops_within_the_epoch(small, tmp_path):
+    run = train(TrainConfig(model="seed", epochs=3, time_limit=0.3, out=tmp_path, report=False),
+                small, verbose=False)
+    assert len(run.history) == 1
+    assert 0.3 <= run.history[0]["elapsed"] < 30
+    assert "time limit" in load_checkpoint(tmp_path / "model.pt")["stopped"]
+
+
+def test_elapsed_time_accumulates_over_epochs(small, tmp_path):
+    run = train(TrainConfig(model="fast", epochs=2, out=tmp_path, report=False), small, verbose=False)
+    first, second = run.history
+    assert second["elapsed"] == pytest.approx(first["seconds"] + second["seconds"], abs=0.01)
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--target-accuracy", "1.5"], "--target-accuracy 1.5: give a fraction"),
+    (["--time-limit", "0"], "--time-limit 0.0: give a positive number of seconds"),
+    (["--holdout", "60000"], "--holdout 60000: give a number between 1 and 59999"),
+    (["--ensemble", "0"], "--ensemble 0: give a positive number of members"),
+])
+def test_bad_stopping_and_ensemble_flags_are_one_line_errors(flag, message, tmp_path, capsys):
+    assert main(["train", "--model", "fast", "--out", str(tmp_path / "run"), *flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("digits: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_holdout_validates_on_training_images_never_seen_in_training(mnist):
+    train_split, validation = split_for_training(mnist, holdout=10_000)
+    assert len(train_split) == 50_000 and len(validation) == 10_000
+    assert torch.equal(validation.images, mnist.train.images[50_000:])
+    assert torch.equal(train_split.images, mnist.train.images[:50_000])
+
+
+def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
+    folder, runs = train_ensemble(TrainConfig(model="fast", out=tmp_path, report=False), 2, small, verbose=False)
+    manifest = json.loads((folder / "ensemble.json").read_text())
+    assert manifest["members"] == ["member-1/model.pt", "member-2/model.pt"]
+    seeds = [load_checkpoint(folder / m)["config"]["seed"] for m in manifest["members"]]
+    assert seeds == [0, 1]
+
+    ensemble, payload = load_model(folder)
+    assert isinstance(ensemble, Ensemble) and payload["model"] == "fast ensemble of 2"
+    x = torch.rand(5, 1, 28, 28) * 255
+    with torch.no_grad():
+        expected = torch.stack([run.model(x).softmax(1) for run in runs]).mean(0)
+        assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
+
+    result = evaluate_checkpoint(folder / "ensemble.json", data_dir=None)
+    assert result["model"] == "fast ensemble of 2" and (folder / "confusion.png").is_file()
+    assert result["accuracy"] > 0.9
+
+
+def test_a_folder_without_checkpoint_or_manifest_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "no checkpoint or ensemble.json there" in capsys.readouterr().err
+
+
+def test_baselines_report_accuracy_and_fit_time(mnist):
+    results = run_baselines(mnist, subset=500)
+    assert [r["baseline"] for r in results] == ["logistic", "knn", "svc", "forest"]
+    for r in results:
+        assert r["train_images"] == 500 and 0.7 < r["accuracy"] < 1 and r["fit_seconds"] > 0
+
+
+def test_benchmark_measures_each_model_and_writes_json(small, tmp_path):
+    result = benchmark(small, ("fast",), epochs=2, keras=False, out=tmp_path / "bench.json", verbose=False)
+    (row,) = result["rows"]
+    assert row["model"] == "fast" and row["epochs"] == 2 and row["accuracy"] > 0.9
+    assert row["seconds_per_epoch"] > 0 and row["train_images_per_s"] == pytest.approx(3000 / row["seconds_per_epoch"])
+    assert row["inference_images_per_s"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text()) == result
