@@ -1,0 +1,477 @@
+"""The HTTP service: a drawing page, a JSON API and Prometheus metrics over one Classifier.
+
+The app parses requests, enforces limits, calls the classifier and formats answers; reading
+pictures and running the model belong to the classifier. Model calls never run on the event
+loop: pictures are prepared in a thread pool, and concurrent requests share forward passes
+through a micro-batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import orjson
+from anyio import CapacityLimiter, to_thread
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
+                               disable_created_metrics, generate_latest)
+from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from ..errors import DigitsError
+
+if TYPE_CHECKING:
+    from ..inference import Classifier
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
+MAX_IMAGES = 64  # pictures in one /predict/batch request
+MAX_BATCH = 64  # images in one forward pass of the micro-batcher
+DECODERS = 4  # pictures read at once: a flood of large photos queues instead of filling memory
+SIDE = 28
+SETTINGS_VARIABLE = "DIGITS_SERVE"  # how `serve` hands its settings to worker processes
+
+disable_created_metrics()  # the *_created series only double what /metrics prints
+
+JSON_BODY = {"type": "object", "description": "one of the two keys", "properties": {
+    "pixels": {"type": "array", "description": "28 rows of 28 numbers, 0–255, white digit on black",
+               "items": {"type": "array", "items": {"type": "number"}, "minItems": 28, "maxItems": 28},
+               "minItems": 28, "maxItems": 28},
+    "image": {"type": "string", "description": "a PNG, JPEG, GIF, BMP, TIFF or WebP picture, base64"
+                                               " (a data: URL works too)"}}}
+PICTURE = {"schema": {"type": "string", "format": "binary"}}
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": JSON_BODY},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"image": PICTURE["schema"]}}},
+    "image/png": PICTURE, "image/jpeg": PICTURE, "image/*": PICTURE, "application/octet-stream": PICTURE}}}
+BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "properties": {
+        "images": {"type": "array", "items": JSON_BODY, "maxItems": MAX_IMAGES}}}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "images": {"type": "array", "items": PICTURE["schema"], "maxItems": MAX_IMAGES}}}}}}}
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what was wrong, and what to do")
+
+
+class Reading(BaseModel):
+    digit: int
+    probabilities: list[float] = Field(description="ten probabilities, for digits 0–9")
+    input: list[list[int]] = Field(description="the 28×28 image the model saw, 0–255, white on black")
+
+
+class Prediction(Reading):
+    model: str
+
+
+class Batch(BaseModel):
+    predictions: list[Reading]
+    model: str
+
+
+class Number(BaseModel):
+    number: str = Field(examples=["2026"])
+    digits: list[int]
+    confidences: list[float]
+    probabilities: list[list[float]]
+    inputs: list[list[list[int]]] = Field(description="the 28×28 image the model saw of each digit")
+    model: str
+
+
+PROBLEMS = {status: {"model": Problem} for status in (400, 413, 415, 422)}
+
+
+class Metrics:
+    """Prometheus metrics of one app: requests, latency, errors by kind, forward-pass sizes.
+
+    With several worker processes (PROMETHEUS_MULTIPROC_DIR set), every worker writes its
+    counts to that folder and /metrics adds them all up.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("digits_requests", "HTTP requests answered",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("digits_request_duration_seconds", "Time to answer a request",
+                                 ["endpoint"], registry=self.registry,
+                                 buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+        self.errors = Counter("digits_errors", "Requests answered with an error, by kind",
+                              ["kind"], registry=self.registry)
+        self.batch_size = Histogram("digits_forward_batch_size", "Images per forward pass of the model",
+                                    registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+        if status >= 400:
+            self.errors.labels(HTTPStatus(status).phrase.lower().replace(" ", "_")).inc()
+
+    def exposition(self) -> bytes:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+class MeasureRequests:
+    """ASGI middleware: counts and times every HTTP request by route and status."""
+
+    def __init__(self, app: Callable, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")  # the path template, so that the label set stays small
+            self.metrics.observe(route.path if route else "other", status, time.perf_counter() - start)
+
+
+class LimitBody:
+    """ASGI middleware: refuses a request body over max_bytes, declared or streamed, with 413.
+
+    (Starlette's own limit answers a declared oversize body in plain text, unlike every other
+    error of this API.)
+    """
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = int(dict(scope["headers"]).get(b"content-length", 0))
+        received = 0
+        too_large = HTTPException(413, f"the request body is over the {self.max_bytes:,}-byte limit"
+                                       " — send a smaller picture")
+
+        async def receive_within_limit() -> dict:
+            nonlocal received
+            if declared > self.max_bytes:
+                raise too_large
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise too_large
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+
+class MicroBatcher:
+    """Runs the model on whatever images are waiting, all in one forward pass.
+
+    While one pass runs in the model thread, new requests queue up; the next pass takes them
+    all (up to max_batch images). One pass costs far less than one per request, and the event
+    loop never waits on the model.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int, metrics: Metrics) -> None:
+        self.predict, self.max_batch, self.metrics = predict, max_batch, metrics
+        self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    async def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) for prepared images (N, 28, 28) uint8."""
+        loop = asyncio.get_running_loop()
+        result = loop.create_future()
+        self.waiting.append((images, result))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        return await result
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.waiting:
+            take, count = 0, 0
+            while take < len(self.waiting) and (take == 0 or count + len(self.waiting[take][0]) <= self.max_batch):
+                count += len(self.waiting[take][0])
+                take += 1
+            group, self.waiting = self.waiting[:take], self.waiting[take:]
+            try:
+                batch = np.concatenate([images for images, _ in group])
+                self.metrics.batch_size.observe(len(batch))
+                probabilities = await loop.run_in_executor(self.thread, self.predict, batch)
+            except Exception as e:  # the model failed: each waiting request gets the error
+                for _, result in group:
+                    if not result.done():
+                        result.set_exception(e)
+                continue
+            start = 0
+            for images, result in group:
+                if not result.done():  # a client that hung up has cancelled its future
+                    result.set_result(probabilities[start:start + len(images)])
+                start += len(images)
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=False, cancel_futures=True)
+
+
+# --- reading requests -------------------------------------------------------------------
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def grid_problem(pixels: Any) -> str | None:
+    """What keeps ``pixels`` from being 28 lists of 28 items, if anything.
+
+    Checked on the lists, before any conversion, so a huge array costs nothing to refuse.
+    """
+    if not isinstance(pixels, list):
+        return f"a {type(pixels).__name__}"
+    if len(pixels) != SIDE:
+        return f"{len(pixels)} rows"
+    for row in pixels:
+        if not isinstance(row, list):
+            return f"a row that is not a list but {type(row).__name__}"
+        if len(row) != SIDE:
+            return f"a row of {len(row)}"
+    return None
+
+
+def pixels_array(pixels: Any) -> np.ndarray:
+    """A 28×28 grid of numbers 0–255, as sent, as the uint8 image the model takes."""
+    problem = grid_problem(pixels)
+    if problem:
+        raise HTTPException(422, f'"pixels" must be 28 rows of 28 numbers, got {problem}')
+    try:
+        grid = np.asarray(pixels, dtype=np.float32)
+    except (ValueError, TypeError):
+        grid = None
+    if grid is None or grid.shape != (SIDE, SIDE):  # e.g. strings, or lists one level deeper
+        raise HTTPException(422, '"pixels" must hold numbers only')
+    if not (np.isfinite(grid).all() and grid.min() >= 0 and grid.max() <= 255):
+        raise HTTPException(422, '"pixels" must be numbers from 0 to 255 (white digit on black, as in MNIST)')
+    return np.round(grid).astype(np.uint8)
+
+
+def base64_picture(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise HTTPException(422, '"image" must be a string: the picture\'s bytes in base64')
+    if text.startswith("data:"):  # a data URL, as canvas.toDataURL() makes
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, '"image" is not valid base64 — encode the picture\'s bytes with'
+                                 ' standard base64') from None
+
+
+def json_item(item: Any) -> bytes | np.ndarray:
+    if not isinstance(item, dict) or len(item.keys() & {"pixels", "image"}) != 1:
+        raise HTTPException(422, 'expected a JSON object with one of "pixels" (28 rows of 28 numbers'
+                                 ' 0–255) or "image" (a picture in base64)')
+    return pixels_array(item["pixels"]) if "pixels" in item else base64_picture(item["image"])
+
+
+async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray]:
+    """What a request asks about: picture bytes to prepare, or 28×28 arrays ready for the model."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        async with request.form(max_files=MAX_IMAGES + 1, max_fields=MAX_IMAGES + 1) as form:
+            files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+            pictures = [await file.read() for file in files]
+        if not pictures:
+            raise HTTPException(422, "the form holds no file — send the picture as a file field named image")
+    elif kind == "application/json" or kind.endswith("+json"):
+        body = await request.body()
+        if not body:
+            raise HTTPException(400, "the request body is empty — send JSON, or a picture")
+        try:
+            content = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise HTTPException(400, f"the body is not valid JSON ({e})") from None
+        if many:
+            if not isinstance(content, dict) or not isinstance(content.get("images"), list):
+                raise HTTPException(422, 'expected a JSON object {"images": [...]}, each item'
+                                         ' {"pixels": ...} or {"image": ...}')
+            content = content["images"]
+            if not content:
+                raise HTTPException(422, '"images" is empty — send at least one')
+            if len(content) > MAX_IMAGES:  # before decoding any of them
+                raise HTTPException(413, f"{len(content)} images in one request; at most {MAX_IMAGES}")
+        pictures = [json_item(item) for item in (content if many else [content])]
+    elif kind.startswith("image/") or kind == "application/octet-stream":
+        pictures = [await request.body()]
+    else:
+        raise HTTPException(415, f"unsupported Content-Type {kind or '(none)'!r} — send application/json,"
+                                 " multipart/form-data, or a picture (image/png, image/jpeg, …)")
+    if any(isinstance(p, bytes) and not p for p in pictures):
+        raise HTTPException(400, "the picture is empty (0 bytes) — send the picture's bytes")
+    if len(pictures) > (MAX_IMAGES if many else 1):
+        raise HTTPException(413 if many else 422, f"{len(pictures)} pictures in one request; "
+                            + (f"at most {MAX_IMAGES}" if many else "send one, or use /predict/batch"))
+    return pictures
+
+
+def orjson_response(content: Any) -> Response:
+    """A JSON response built straight from NumPy arrays (the hot path skips pydantic)."""
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+# --- the app ----------------------------------------------------------------------------
+
+def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int = MAX_BODY) -> FastAPI:
+    """The service over a loaded digits Classifier (see digits.load)."""
+    metrics = Metrics()
+    batcher = MicroBatcher(classifier.predict_prepared, max_batch, metrics)
+    name = classifier.info["name"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # the first forward pass is slow (lazy initialisation): pay it before the first visitor
+        await to_thread.run_sync(classifier.predict_prepared, np.zeros((1, SIDE, SIDE), np.uint8))
+        yield
+        batcher.close()
+
+    app = FastAPIOffline(title="digits", redoc_url=None, lifespan=lifespan,
+                         description="Reads handwritten digits. The drawing page is at `/`.")
+    app.add_middleware(LimitBody, max_bytes=max_body)
+    app.add_middleware(MeasureRequests, metrics=metrics)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(DigitsError)
+    async def unreadable(request: Request, error: DigitsError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    decoders = CapacityLimiter(DECODERS)
+
+    async def prepare(pictures: list[bytes | np.ndarray]) -> np.ndarray:
+        """The (N, 28, 28) images the model takes; pictures are read off the event loop."""
+        def prepare_all() -> list[np.ndarray]:
+            return [p if isinstance(p, np.ndarray) else classifier.prepare(p) for p in pictures]
+
+        if all(isinstance(p, np.ndarray) for p in pictures):
+            return np.stack(pictures)
+        return np.stack(await to_thread.run_sync(prepare_all, limiter=decoders))
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:"})
+
+    @app.post("/predict", response_model=Prediction | Number, responses=PROBLEMS, openapi_extra=PREDICT_BODY)
+    async def predict(request: Request, number: bool = Query(False, description="read a multi-digit number")):
+        """Read one digit — or, with `?number=true`, a number — from a picture or a 28×28 grid.
+
+        Send a picture as the raw body (`image/png`, `image/jpeg`, …), as a multipart file, or
+        as JSON `{"image": "<base64>"}`; or send JSON `{"pixels": [[…28 numbers…] × 28]}`
+        (0–255, white digit on black, as in MNIST), which goes to the model as it is.
+        """
+        (picture,) = await read_pictures(request, many=False)
+        if number:
+            reading = await to_thread.run_sync(classifier.read_number, picture, limiter=decoders)
+            return orjson_response({"number": reading["number"], "digits": reading["digits"],
+                                    "confidences": reading["confidences"],
+                                    "probabilities": reading["probabilities"],
+                                    "inputs": reading["images"], "model": name})
+        images = await prepare([picture])
+        probabilities = await batcher(images)
+        return orjson_response({"digit": int(probabilities[0].argmax()), "probabilities": probabilities[0],
+                                "model": name, "input": images[0]})
+
+    @app.post("/predict/batch", response_model=Batch, responses=PROBLEMS, openapi_extra=BATCH_BODY)
+    async def predict_batch(request: Request):
+        """Read up to 64 digits in one request: JSON `{"images": [{"pixels": …} or {"image": …}, …]}`,
+        or a multipart form with one file per picture. Predictions come in the order sent."""
+        images = await prepare(await read_pictures(request, many=True))
+        probabilities = await batcher(images)
+        return orjson_response({"model": name, "predictions": [
+            {"digit": int(p.argmax()), "probabilities": p, "input": image}
+            for p, image in zip(probabilities, images, strict=True)]})
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness: answers while the service runs."""
+        return {"status": "ok"}
+
+    @app.get("/model")
+    async def model() -> dict:
+        """The model being served: name, parameters, test accuracy, when it was trained."""
+        return jsonable_encoder(classifier.info)
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    async def prometheus() -> Response:
+        """Requests, latency histogram, errors by kind and forward-pass sizes, for Prometheus."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, made from the settings `serve` left in the environment."""
+    from ..inference import load
+
+    settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    return create_app(load(settings["model"], settings["backend"]), settings["max_batch"])
+
+
+def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
+          workers: int = 1, backend: str = "auto", max_batch: int = MAX_BATCH) -> None:
+    """Load a model and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    from ..inference import load
+
+    if workers < 1 or max_batch < 1:
+        raise DigitsError("--workers and --max-batch must be at least 1")
+    if not 0 < port < 65536:
+        raise DigitsError(f"--port {port}: choose a port from 1 to 65535")
+    classifier = load(model, backend)  # a bad model fails here, before anything listens
+    try:  # uvicorn would log the same failure and exit; say it in one line instead
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise DigitsError(f"cannot listen on {host}:{port} ({e.strerror or e}) — is another server"
+                          " running there? choose another --port or --host") from None
+    info = classifier.info
+    print(f"Serving {info['name']} ({info['backend']}, {info['source']}) on http://{host}:{port}/"
+          f" — the API is described at http://{host}:{port}/docs", flush=True)
+    options = dict(host=host, port=port, log_level="warning", access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(classifier, max_batch), **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="digits-metrics-") as metrics_dir:
+        os.environ[SETTINGS_VARIABLE] = json.dumps(
+            {"model": str(info["source"]), "backend": info["backend"], "max_batch": max_batch})
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)

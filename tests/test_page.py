@@ -1,0 +1,139 @@
+"""The drawing page in headless Chromium (Debian's package, driven by Playwright): digits drawn
+with mouse strokes on the canvas are read on the page while drawing; Clear and photo upload work.
+Screenshots are saved in the test's temporary folder (pytest prints where on failure)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from pictures import ink_on_paper
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed: apt-get install chromium", allow_module_level=True)
+# a browser that stays offline and quiet: it talks to the test's server and nothing else
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+RING = np.linspace(0, 2 * np.pi, 40)
+STROKES = {  # strokes in canvas fractions (x, y), each a list of points
+    1: [[(0.5, 0.18), (0.5, 0.82)]],
+    7: [[(0.28, 0.2), (0.72, 0.2), (0.44, 0.82)]],
+    0: [[(0.5 + 0.2 * np.sin(a), 0.5 - 0.3 * np.cos(a)) for a in RING]],
+}
+VIEWPORTS = {
+    "desktop": dict(viewport={"width": 1100, "height": 760}),
+    "phone": dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True),
+}
+
+
+@pytest.fixture(scope="module")
+def url(learned) -> Iterator[str]:
+    """`digits serve` itself, on a free port of 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
+                               "--port", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "digits serve did not start"
+            try:
+                httpx.get(base + "/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def page(request, browser, url):
+    context = browser.new_context(**VIEWPORTS[request.param])
+    page = context.new_page()
+    page.goto(url)
+    sync_api.expect(page.locator("#model")).to_contain_text("seed")
+    yield page
+    context.close()
+
+
+def draw(page, strokes: list[list[tuple[float, float]]], release: bool = True) -> None:
+    box = page.locator("#pad").bounding_box()
+    for k, stroke in enumerate(strokes):
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=6)
+        if release or k < len(strokes) - 1:
+            page.mouse.up()
+
+
+def shows(page, digit: str) -> None:
+    expect = sync_api.expect
+    expect(page.locator("#digit")).to_have_text(digit, timeout=15_000)
+    expect(page.locator("#bars li.top .label")).to_have_text(digit)
+    expect(page.locator("#confidence")).to_contain_text(f"sure it is a {digit}")
+
+
+def test_drawn_digits_are_read_while_drawing(page, tmp_path):
+    name = "phone" if page.viewport_size["width"] < 500 else "desktop"
+    for digit, strokes in STROKES.items():
+        draw(page, strokes, release=False)
+        shows(page, str(digit))  # the answer is there before the pen is lifted
+        page.mouse.up()
+        seen = page.evaluate("""() => {
+            const pixels = document.getElementById("seen").getContext("2d").getImageData(0, 0, 28, 28).data;
+            return pixels.filter((v, i) => i % 4 === 0 && v > 128).length; }""")
+        assert seen > 20  # the 28×28 image the model saw shows the digit
+        page.wait_for_timeout(300)  # let the bars finish their transition
+        page.screenshot(path=tmp_path / f"{name}-{digit}.png", full_page=True)
+        page.get_by_role("button", name="Clear").click()
+        sync_api.expect(page.locator("#digit")).to_have_text("?")
+        sync_api.expect(page.locator("#bars li.top")).to_have_count(0)
+    print(f"screenshots in {tmp_path}")
+
+
+def test_upload_a_photo(page, mnist, tmp_path):
+    buffer = io.BytesIO()
+    ink_on_paper(mnist.test.images[0].numpy(), size=600).save(buffer, "JPEG", quality=85)  # a 7
+    page.set_input_files("#photo", files=[{"name": "seven.jpg", "mimeType": "image/jpeg",
+                                           "buffer": buffer.getvalue()}])
+    shows(page, "7")
+    page.wait_for_timeout(300)
+    page.screenshot(path=tmp_path / "photo.png", full_page=True)
+
+    page.set_input_files("#photo", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not a picture"}])
+    sync_api.expect(page.locator("#status")).to_contain_text("not a picture")
+    sync_api.expect(page.locator("#digit")).to_have_text("?")
+
+
+def test_a_blank_photo_says_so(page):
+    buffer = io.BytesIO()
+    Image.new("L", (200, 200), 255).save(buffer, "PNG")
+    page.set_input_files("#photo", files=[{"name": "blank.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    sync_api.expect(page.locator("#status")).to_contain_text("no ink")

@@ -1,0 +1,422 @@
+"""The HTTP service on a real uvicorn server on 127.0.0.1: every endpoint, every limit, and a
+catalogue of malformed requests, each answered with a 4xx and a message, after which the
+service still answers /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from digits.inference import Classifier, load
+from digits.service import create_app
+from digits.service.app import MAX_BODY, MAX_IMAGES, Metrics, MicroBatcher
+from pictures import ink_on_paper, number_picture
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
+    """A real uvicorn server for the app, on a free port of 127.0.0.1, in a thread."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def classifier(learned) -> Classifier:
+    return load(learned.checkpoint)
+
+
+@pytest.fixture(scope="module")
+def url(classifier) -> Iterator[str]:
+    with running(create_app(classifier)) as base:
+        yield base
+
+
+@pytest.fixture
+def client(url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=30) as c:
+        yield c
+
+
+def png(image: Image.Image | np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def seven(mnist) -> np.ndarray:
+    """The first test digit, a 7, as the model takes it."""
+    assert mnist.test.labels[0] == 7
+    return mnist.test.images[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def seven_png(seven) -> bytes:
+    """The 7 as a scan would show it: dark ink on white paper, 280×280."""
+    return png(ink_on_paper(seven))
+
+
+def bomb() -> bytes:
+    """A 20 KB PNG that decodes to 8000×8000 pixels (64 megapixels): a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 8000
+    packer = zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # filter byte, then one grey byte per pixel
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def still_healthy(client: httpx.Client) -> None:
+    answer = client.get("/healthz")
+    assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+
+
+# --- what works ---------------------------------------------------------------------------
+
+def test_health_and_model(client, learned):
+    still_healthy(client)
+    info = client.get("/model").json()
+    assert info["name"] == "seed" and info["parameters"] == 65194 and info["backend"] == "torch"
+    assert info["accuracy"] == pytest.approx(learned.accuracy)
+    assert info["trained"] and info["source"] == str(learned.checkpoint)
+
+
+def test_predict_pixels_goes_to_the_model_as_sent(client, classifier, mnist):
+    for i in range(5):
+        digit = mnist.test.images[i].numpy()
+        answer = client.post("/predict", json={"pixels": digit.tolist()})
+        assert answer.status_code == 200, answer.text
+        reply = answer.json()
+        expected = classifier.predict_prepared(digit[None])[0]
+        assert reply["probabilities"] == pytest.approx(expected.tolist(), abs=1e-6)
+        assert reply["digit"] == int(expected.argmax()) and reply["model"] == "seed"
+        assert np.array_equal(reply["input"], digit)
+    # floats are rounded to the nearest grey level
+    digit = mnist.test.images[0].numpy()
+    answer = client.post("/predict", json={"pixels": np.clip(digit - 0.3, 0, 255).tolist()})
+    assert answer.status_code == 200 and np.array_equal(answer.json()["input"], digit)
+
+
+def test_a_picture_reads_the_same_every_way_it_is_sent(client, classifier, seven_png):
+    expected = classifier.predict_proba([seven_png])[0]
+    encoded = base64.b64encode(seven_png).decode()
+    answers = [
+        client.post("/predict", content=seven_png, headers={"Content-Type": "image/png"}),
+        client.post("/predict", content=seven_png, headers={"Content-Type": "application/octet-stream"}),
+        client.post("/predict", files={"image": ("seven.png", seven_png, "image/png")}),
+        client.post("/predict", json={"image": encoded}),
+        client.post("/predict", json={"image": "data:image/png;base64," + encoded}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        reply = answer.json()
+        assert reply["digit"] == 7 == int(expected.argmax())
+        assert reply["probabilities"] == pytest.approx(expected.tolist(), abs=1e-6)
+        assert np.array_equal(reply["input"], classifier.prepare(seven_png))
+
+
+def test_jpeg_photo(client, classifier, seven):
+    buffer = io.BytesIO()
+    ink_on_paper(seven, seed=3).save(buffer, "JPEG", quality=80)
+    answer = client.post("/predict", content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200
+    assert answer.json()["digit"] == int(classifier.predict([buffer.getvalue()])[0])
+
+
+def test_read_a_number(client, classifier, mnist):
+    labels = mnist.test.labels.numpy()
+    picks = [int(np.flatnonzero(labels == d)[0]) for d in (2, 0, 2, 6)]
+    picture = png(number_picture([mnist.test.images[i].numpy() for i in picks]))
+    answer = client.post("/predict?number=true", content=picture, headers={"Content-Type": "image/png"})
+    assert answer.status_code == 200, answer.text
+    reply, expected = answer.json(), classifier.read_number(picture)
+    assert reply["number"] == expected["number"] and len(reply["number"]) == 4
+    assert reply["digits"] == expected["digits"] and reply["model"] == "seed"
+    assert reply["confidences"] == pytest.approx(expected["confidences"], abs=1e-6)
+    assert [np.asarray(x).shape for x in reply["inputs"]] == [(28, 28)] * 4
+
+
+def test_batch(client, classifier, mnist, seven_png):
+    digits = mnist.test.images[:20].numpy()
+    items = [{"pixels": d.tolist()} for d in digits] + [{"image": base64.b64encode(seven_png).decode()}]
+    answer = client.post("/predict/batch", json={"images": items})
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    expected = classifier.predict_prepared(np.concatenate([digits, classifier.prepare(seven_png)[None]]))
+    assert [p["digit"] for p in predictions] == expected.argmax(1).tolist()
+    assert np.allclose([p["probabilities"] for p in predictions], expected, atol=1e-6)
+
+    files = [("images", (f"{i}.png", png(ink_on_paper(d, seed=i)), "image/png")) for i, d in enumerate(digits[:3])]
+    answer = client.post("/predict/batch", files=files)
+    assert answer.status_code == 200, answer.text
+    assert [p["digit"] for p in answer.json()["predictions"]] == classifier.predict(
+        [f[1][1] for f in files]).tolist()
+
+
+def test_concurrent_requests_all_get_their_own_answer(url, classifier, mnist):
+    digits = mnist.test.images[:48].numpy()
+    expected = classifier.predict_prepared(digits).argmax(1).tolist()
+
+    async def ask_all() -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=30,
+                                     limits=httpx.Limits(max_connections=48)) as c:
+            answers = await asyncio.gather(*(c.post("/predict", json={"pixels": d.tolist()}) for d in digits))
+        return [a.json()["digit"] for a in answers]
+
+    assert asyncio.run(ask_all()) == expected
+
+
+def test_micro_batcher_gathers_waiting_requests_into_one_pass(classifier, mnist):
+    digits = mnist.test.images[:10].numpy()
+    expected = classifier.predict_prepared(digits)
+
+    async def ask(max_batch: int) -> tuple[list[np.ndarray], Metrics]:
+        metrics = Metrics()
+        batcher = MicroBatcher(classifier.predict_prepared, max_batch, metrics)
+        try:
+            return await asyncio.gather(*(batcher(d[None]) for d in digits)), metrics
+        finally:
+            batcher.close()
+
+    for max_batch, passes in ((64, 1), (4, 3), (1, 10)):
+        results, metrics = asyncio.run(ask(max_batch))
+        assert np.allclose(np.concatenate(results), expected, atol=1e-6)
+        assert metrics.registry.get_sample_value("digits_forward_batch_size_count") == passes
+        assert metrics.registry.get_sample_value("digits_forward_batch_size_sum") == 10
+
+
+def test_metrics(client, seven_png):
+    client.post("/predict", content=seven_png, headers={"Content-Type": "image/png"})
+    client.post("/predict", content=b"hello", headers={"Content-Type": "text/plain"})
+    answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+
+    def value(sample: str) -> float:
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+        assert match, f"{sample} is not in /metrics"
+        return float(match.group(1))
+
+    assert value('digits_requests_total{endpoint="/predict",status="200"}') >= 1
+    assert value('digits_requests_total{endpoint="/predict",status="415"}') >= 1
+    assert value('digits_errors_total{kind="unsupported_media_type"}') >= 1
+    assert value('digits_request_duration_seconds_count{endpoint="/predict"}') >= 2
+    assert value('digits_request_duration_seconds_bucket{endpoint="/predict",le="+Inf"}') >= 2
+    assert value("digits_forward_batch_size_count") >= 1
+    assert "_created" not in text
+
+
+def test_page_docs_and_schema(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<canvas id="pad"' in page.text and ">Clear</button>" in page.text and 'type="file"' in page.text
+    for asset, kind in (("/static/app.js", "javascript"), ("/static/style.css", "text/css")):
+        answer = client.get(asset)
+        assert answer.status_code == 200 and kind in answer.headers["content-type"]
+    assert "http" not in re.sub(r"https?://www\.w3\.org\S*", "", page.text)  # nothing from elsewhere
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert not re.search(r"(src|href)=\"https?://", docs.text)  # the docs work offline too
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/healthz", "/model", "/metrics"} <= set(schema["paths"])
+    content = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data", "image/png", "image/jpeg"} <= set(content)
+
+
+# --- limits and malformed requests --------------------------------------------------------
+
+TRUNCATED, BOMB = "truncated", "bomb"  # made from fixtures when the test runs
+JSON = {"Content-Type": "application/json"}
+PIXELS = np.zeros((28, 28), int).tolist()
+
+
+def as_json(content) -> bytes:
+    return json.dumps(content).encode()
+
+
+MALFORMED = [
+    # (what, path, headers, body, status, a fragment of the message)
+    ("wrong content type", "/predict", {"Content-Type": "text/plain"}, b"hello", 415, "unsupported Content-Type"),
+    ("no content type", "/predict", {}, b"\x89PNG", 415, "unsupported Content-Type"),
+    ("text as an image", "/predict", {"Content-Type": "image/png"}, b"just some text", 422, "not a picture"),
+    ("truncated image", "/predict", {"Content-Type": "image/png"}, TRUNCATED, 422, "damaged or incomplete"),
+    ("decompression bomb", "/predict", {"Content-Type": "image/png"}, BOMB, 422, "megapixel"),
+    ("empty picture", "/predict", {"Content-Type": "image/png"}, b"", 400, "empty"),
+    ("empty JSON body", "/predict", JSON, b"", 400, "empty"),
+    ("invalid JSON", "/predict", JSON, b'{"pixels": [[1, 2', 400, "not valid JSON"),
+    ("NaN", "/predict", JSON, as_json({"pixels": PIXELS}).replace(b"0", b"NaN", 1), 400, "not valid JSON"),
+    ("infinity", "/predict", JSON, as_json({"pixels": PIXELS}).replace(b"0", b"1e999", 1), 400, "not valid JSON"),
+    ("bad base64", "/predict", JSON, as_json({"image": "not base64!"}), 400, "base64"),
+    ("base64 of text", "/predict", JSON, as_json({"image": base64.b64encode(b"hello").decode()}), 422,
+     "not a picture"),
+    ("image not a string", "/predict", JSON, as_json({"image": 42}), 422, "must be a string"),
+    ("JSON array", "/predict", JSON, as_json([1, 2, 3]), 422, '"pixels"'),
+    ("no known key", "/predict", JSON, as_json({"picture": 1}), 422, '"pixels"'),
+    ("both keys", "/predict", JSON, as_json({"pixels": PIXELS, "image": ""}), 422, "one of"),
+    ("wrong shape", "/predict", JSON, as_json({"pixels": PIXELS[1:]}), 422, "got 27 rows"),
+    ("flat pixels", "/predict", JSON, as_json({"pixels": list(range(784))}), 422, "got 784 rows"),
+    ("pixels a string", "/predict", JSON, as_json({"pixels": "0" * 784}), 422, "got a str"),
+    ("pixels rows of numbers", "/predict", JSON, as_json({"pixels": list(range(28))}), 422,
+     "a row that is not a list but int"),
+    ("ragged rows", "/predict", JSON, as_json({"pixels": PIXELS[:27] + [[0] * 27]}), 422, "a row of 27"),
+    ("huge grid", "/predict", JSON, as_json({"pixels": [[0] * 1000] * 1000}), 422, "got 1000 rows"),
+    ("words as pixels", "/predict", JSON, as_json({"pixels": [["ink"] * 28] * 28}), 422, "numbers only"),
+    ("nested deeper", "/predict", JSON, as_json({"pixels": [[[0]] * 28] * 28}), 422, "numbers only"),
+    ("pixel over 255", "/predict", JSON, as_json({"pixels": [[256] * 28] * 28}), 422, "from 0 to 255"),
+    ("negative pixel", "/predict", JSON, as_json({"pixels": [[-1] * 28] * 28}), 422, "from 0 to 255"),
+    ("multipart without a file", "/predict", {"Content-Type": "multipart/form-data; boundary=x"},
+     b'--x\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--x--\r\n', 422, "no file"),
+    ("multipart without a boundary", "/predict", {"Content-Type": "multipart/form-data"}, b"--x--", 400, "boundary"),
+    ("body over the limit", "/predict", {"Content-Type": "image/png"}, b"\0" * (MAX_BODY + 1), 413, "limit"),
+    ("bad query", "/predict?number=perhaps", JSON, as_json({"pixels": PIXELS}), 422, "number"),
+    ("batch not a list", "/predict/batch", JSON, as_json({"images": 3}), 422, '"images"'),
+    ("empty batch", "/predict/batch", JSON, as_json({"images": []}), 422, "empty"),
+    ("batch over the limit", "/predict/batch", JSON, as_json({"images": [{"pixels": PIXELS}] * (MAX_IMAGES + 1)}),
+     413, f"at most {MAX_IMAGES}"),
+    ("bad item in a batch", "/predict/batch", JSON, as_json({"images": [{"pixels": PIXELS}, {"pixels": [1]}]}),
+     422, "got 1 rows"),
+]
+
+
+@pytest.mark.parametrize("what, path, headers, body, status, message", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_requests_get_a_4xx_that_says_why(client, seven_png, what, path, headers, body, status, message):
+    body = {TRUNCATED: seven_png[:len(seven_png) // 2], BOMB: bomb()}.get(body, body)
+    answer = client.post(path, content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    detail = answer.json()["detail"]
+    assert isinstance(detail, str) and message in detail and "\n" not in detail
+    still_healthy(client)
+
+
+def test_two_files_to_predict_asks_for_the_batch_endpoint(client, seven_png):
+    answer = client.post("/predict", files=[("image", ("a.png", seven_png, "image/png"))] * 2)
+    assert answer.status_code == 422 and "/predict/batch" in answer.json()["detail"]
+
+
+def test_streamed_body_over_the_limit(client):
+    # no Content-Length: the limit has to be enforced while the body arrives
+    def chunks() -> Iterator[bytes]:
+        for _ in range(MAX_BODY // 2**20 + 2):
+            yield b"\0" * 2**20
+
+    answer = client.post("/predict", content=chunks(), headers={"Content-Type": "image/png"})
+    assert answer.status_code == 413 and "limit" in answer.json()["detail"]
+    still_healthy(client)
+
+
+def test_wrong_method_and_unknown_path(client):
+    assert client.get("/predict").status_code == 405
+    assert client.get("/nowhere").status_code == 404
+    still_healthy(client)
+
+
+def test_damaged_pictures_never_cause_a_server_error(client, seven, seven_png):
+    """Random damage to PNG, JPEG, GIF and BMP files: always a 200 or a 4xx, never a 5xx."""
+    rng = np.random.default_rng(0)
+    pictures = [seven_png]
+    for kind in ("JPEG", "GIF", "BMP"):
+        buffer = io.BytesIO()
+        ink_on_paper(seven).save(buffer, kind)
+        pictures.append(buffer.getvalue())
+    statuses = set()
+    for picture in pictures:
+        for _ in range(15):
+            damaged = np.frombuffer(picture, np.uint8).copy()
+            where = rng.integers(0, len(damaged), size=int(rng.integers(1, 20)))
+            damaged[where] = rng.integers(0, 256, size=len(where))
+            if rng.random() < 0.3:
+                damaged = damaged[:int(rng.integers(8, len(damaged)))]
+            answer = client.post("/predict", content=damaged.tobytes(), headers={"Content-Type": "image/png"})
+            statuses.add(answer.status_code)
+            assert answer.status_code == 200 or 400 <= answer.status_code < 500, answer.text
+    assert 422 in statuses
+    still_healthy(client)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def digits_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digits", *args], capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def test_serve_refuses_bad_options_in_one_line(tmp_path, learned):
+    missing = digits_command("serve", "--model", str(tmp_path / "missing.pt"), "--port", str(free_port()))
+    assert missing.returncode == 2 and missing.stderr.startswith("digits: error:")
+    assert "no such checkpoint" in missing.stderr and "Traceback" not in missing.stderr
+
+    bad_port = digits_command("serve", "--model", str(learned.checkpoint), "--port", "70000")
+    assert bad_port.returncode == 2 and "--port 70000" in bad_port.stderr
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = digits_command("serve", "--model", str(learned.checkpoint),
+                              "--port", str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and "cannot listen" in busy.stderr and len(busy.stderr.splitlines()) == 1
+
+
+def test_serve_with_two_workers(learned, mnist):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
+                               "--port", str(port), "--workers", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            deadline = time.monotonic() + 90
+            while True:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the server did not come up"
+                try:
+                    if c.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.3)
+            digits = mnist.test.images[:12].numpy()
+            for d in digits:
+                assert c.post("/predict", json={"pixels": d.tolist()}).status_code == 200
+            # both workers count into one set of metrics
+            metrics = c.get("/metrics").text
+            count = re.search(r'^digits_requests_total\{endpoint="/predict",status="200"\} (\S+)$', metrics, re.M)
+            assert count and float(count.group(1)) == 12
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}/" in output
