@@ -1,0 +1,364 @@
+"""Predictions on real pictures: a scikit-learn-style classifier over two backends.
+
+The command line, the Python API and the service all predict through `Classifier`. A picture
+goes through `prepare` (MNIST-style 28×28 uint8), then a backend turns a batch of those into
+logits: PyTorch for a checkpoint, ONNX Runtime for an exported ``.onnx`` file. Only the
+PyTorch backend imports torch, so a deployment can predict from an ONNX file without it.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+from PIL import Image
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from .errors import DigitsError
+from .files import atomic_write
+from .prepare import FIELD, Source, prepare, segment_number
+
+Images = Union[Source, Sequence[Source]]
+BATCH = 4096  # digits per forward pass: large enough to keep both cores busy, small in memory
+DEFAULT_MODEL = "DIGITS_MODEL"  # environment variable naming the user's default model
+PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+TRAIN_HINT = "train one with `digits train`, or pass --model CHECKPOINT"
+
+
+# --- backends: a uint8 batch (N, 28, 28) in, float32 logits (N, 10) out -----------------
+
+def model_info(payload: dict[str, Any], parameters: int) -> dict[str, Any]:
+    """What a checkpoint says about its model; an ONNX export carries the same."""
+    history = payload.get("history") or []
+    on_test_set = not (payload.get("config") or {}).get("holdout")  # else it validated on training digits
+    return {"name": payload["model"], "parameters": parameters,
+            "accuracy": history[-1]["val_accuracy"] if history and on_test_set else None,
+            "trained": payload.get("saved"), "dataset": payload.get("dataset"),
+            "classes": list(payload["classes"])}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, checkpoint: Path, device: str = "auto", precision: str = "auto"):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise DigitsError(f"{checkpoint}: a checkpoint needs PyTorch, which is not installed here"
+                              " — predict from its ONNX export instead") from None
+        from .checkpoint import load_model
+        from .engine import prepare_model, resolve_device, resolve_precision
+        from .models import count_parameters
+
+        model, payload = load_model(checkpoint)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = prepare_model(model, self.device)
+        self.info = model_info(payload, count_parameters(model))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .engine import autocast
+        from .evaluation import predict_logits
+
+        with autocast(self.device, self.precision):
+            return predict_logits(self.model, torch.from_numpy(batch), BATCH, self.device).numpy()
+
+
+class OnnxBackend:
+    name = "onnx"
+    precision = "fp32"
+
+    def __init__(self, path: Path):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise DigitsError("ONNX Runtime is not installed — pip install 'digits[onnx]'") from None
+        if not path.is_file():
+            raise DigitsError(f"{path}: no such ONNX file — make one with `digits export CHECKPOINT`")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # ONNX Runtime's errors share no base class but Exception
+            raise DigitsError(f"{path}: not a readable ONNX model ({str(e).strip()[:120]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or inputs[0].shape[1:] != [1, FIELD, FIELD] or outputs[0].shape[1:] != [10]:
+            raise DigitsError(f"{path}: not a digit classifier (expects images of shape "
+                              f"{inputs[0].shape}) — export one with `digits export CHECKPOINT`")
+        self.input = inputs[0].name
+        self.info = json.loads(self.session.get_modelmeta().custom_metadata_map.get("digits", "{}"))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        x = batch[:, None].astype(np.float32)
+        out = [self.session.run(None, {self.input: x[i:i + BATCH]})[0] for i in range(0, len(x), BATCH)]
+        return np.concatenate(out) if out else np.empty((0, 10), np.float32)
+
+
+# --- which model ----------------------------------------------------------------
+
+def default_model() -> Path:
+    """The user's chosen default ($DIGITS_MODEL), else the newest finished run under runs/."""
+    chosen = os.environ.get(DEFAULT_MODEL)
+    if chosen:
+        return Path(chosen)
+    from .checkpoint import load_checkpoint
+    from .training import RUNS_DIR
+
+    # A run still training has a checkpoint too; only a finished one is a default.
+    for checkpoint in sorted(RUNS_DIR.glob("*/model.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            if load_checkpoint(checkpoint).get("finished"):
+                return checkpoint
+        except DigitsError:
+            continue
+    raise DigitsError(f"no trained model under {RUNS_DIR}/ — {TRAIN_HINT}")
+
+
+def load(path: str | Path | None = None, backend: str = "auto", device: str = "auto",
+         precision: str = "auto") -> Classifier:
+    """A fitted Classifier from a checkpoint (.pt) or an ONNX export (.onnx).
+
+    Without a path, the default model. ``backend="onnx"`` with a checkpoint uses the ONNX
+    export beside it (same name, .onnx), as `digits export` writes it. ``device`` and
+    ``precision`` (auto: bf16 where the hardware computes it natively, else fp32) are the
+    PyTorch backend's; ONNX Runtime computes in fp32 on the CPU.
+    """
+    if backend not in ("auto", "torch", "onnx"):
+        raise DigitsError(f"--backend {backend}: choose auto, torch or onnx")
+    path = Path(path) if path is not None else default_model()
+    is_onnx = path.suffix.lower() == ".onnx"
+    if is_onnx and backend == "torch":
+        raise DigitsError(f"{path}: an ONNX file runs on the onnx backend — use --backend onnx")
+    if is_onnx or backend == "onnx":
+        path = path if is_onnx else path.with_suffix(".onnx")
+        engine = OnnxBackend(path)
+    else:
+        engine = TorchBackend(path, device, precision)
+    return Classifier(model=engine.info.get("name"), device=device, precision=precision)._fitted(engine, path)
+
+
+# --- the classifier ---------------------------------------------------------------
+
+class Classifier(ClassifierMixin, BaseEstimator):
+    """A digit classifier with scikit-learn's interface, for any picture of a digit.
+
+    ``Classifier(model="fast").fit()`` trains a zoo model on MNIST with the command line's
+    engine (or on given images and labels); ``digits.load(path)`` gives a fitted one. Images
+    are file paths, bytes, binary files, PIL images or NumPy arrays: a 2-D array is one
+    picture, an (N, 28, 28) array a batch of MNIST-style digits (white on black), used as is.
+    """
+
+    def __init__(self, model: str = "fast", *, dataset: str = "mnist", epochs: int | None = None,
+                 batch_size: int | None = None, lr: float | None = None,
+                 normalize: bool | None = None, seed: int = 0, subset: int | None = None,
+                 device: str = "auto", precision: str = "auto", data_dir: str | Path | None = None,
+                 out: str | Path | None = None, verbose: bool = False):
+        self.model = model
+        self.dataset = dataset
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.normalize = normalize
+        self.seed = seed
+        self.subset = subset
+        self.device = device
+        self.precision = precision
+        self.data_dir = data_dir
+        self.out = out
+        self.verbose = verbose
+
+    def fit(self, X: Images | None = None, y: Sequence[int] | None = None,
+            validation_data: tuple[Images, Sequence[int]] | None = None) -> Classifier:
+        """Train with digits.training.train: on the dataset by default, or on X and y.
+
+        Each epoch is validated on the dataset's test split, or, when X is given, on
+        ``validation_data`` — without it, on a tenth of X held out from training.
+        """
+        from .training import TrainConfig, train
+
+        config = TrainConfig(model=self.model, dataset=self.dataset, epochs=self.epochs,
+                             batch_size=self.batch_size, lr=self.lr, normalize=self.normalize,
+                             seed=self.seed, subset=self.subset, device=self.device,
+                             precision=self.precision, data_dir=self.data_dir, out=self.out)
+        data = None if X is None else _dataset(X, y, validation_data, self.seed)
+        run = train(config, data, verbose=self.verbose)
+        return self._fitted(TorchBackend(run.checkpoint, self.device, self.precision), run.checkpoint)
+
+    def _fitted(self, backend: TorchBackend | OnnxBackend, source: Path) -> Classifier:
+        self.backend_ = backend
+        self.source_ = source
+        self.classes_ = np.arange(10)
+        return self
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """name, parameters, accuracy (test, recorded at training), trained, backend, source, …"""
+        backend = self._backend()
+        return {**backend.info, "backend": backend.name, "precision": backend.precision,
+                "source": str(self.source_)}
+
+    def _backend(self) -> TorchBackend | OnnxBackend:
+        if not hasattr(self, "backend_"):
+            raise DigitsError("this Classifier is not trained yet — call fit() or use digits.load(path)")
+        return self.backend_
+
+    def prepare(self, image: Source) -> np.ndarray:
+        """The picture as the model sees it: (28, 28) uint8, white digit on black."""
+        return prepare(image)
+
+    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (N, 10) of MNIST-style digits (N, 28, 28): one array in, no per-image work."""
+        batch = _as_uint8(np.asarray(batch))
+        if batch.ndim != 3 or batch.shape[1:] != (FIELD, FIELD):
+            raise DigitsError(f"expected MNIST-style digits of shape (N, 28, 28), got {batch.shape}")
+        return softmax(self._backend().logits(batch))
+
+    def predict_proba(self, images: Images) -> np.ndarray:
+        return self.predict_prepared(prepare_all(images))
+
+    def predict(self, images: Images) -> np.ndarray:
+        return self.predict_proba(images).argmax(1)
+
+    def read_number(self, image: Source) -> dict[str, Any]:
+        """The digits of a written number, read left to right."""
+        pieces = segment_number(image)
+        probabilities = self.predict_prepared(np.stack(pieces))
+        digits = probabilities.argmax(1)
+        return {"number": "".join(map(str, digits)), "digits": digits.tolist(),
+                "confidences": probabilities.max(1).tolist(), "probabilities": probabilities.tolist(),
+                "images": pieces}
+
+
+def prepare_all(images: Images) -> np.ndarray:
+    """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
+    if hasattr(images, "__array__") and not isinstance(images, Image.Image):
+        images = np.asarray(images)  # e.g. a torch tensor of dataset digits
+    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[1:] == (FIELD, FIELD):
+        return _as_uint8(images)
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)) or hasattr(images, "read"):
+        images = [images]  # one picture, not a collection of them
+    prepared = [prepare(image) for image in images]
+    return np.stack(prepared) if prepared else np.empty((0, FIELD, FIELD), np.uint8)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _as_uint8(batch: np.ndarray) -> np.ndarray:
+    """MNIST-style digits as uint8 0–255; float digits in 0–1 are scaled up."""
+    if batch.dtype == np.uint8:
+        return batch
+    batch = batch.astype(np.float32)
+    if batch.size and batch.max() <= 1:
+        batch = batch * 255
+    return np.clip(np.round(batch), 0, 255).astype(np.uint8)
+
+
+def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Sequence[int]] | None,
+             seed: int):
+    """Given pictures and labels as a Dataset for training, prepared as for prediction.
+
+    Without validation data a tenth of the given images is held out (chosen by the seed), so
+    that every epoch is validated on digits it did not train on.
+    """
+    import torch
+
+    from .data import Dataset, Split
+
+    def split(images: Images, labels: Sequence[int] | None) -> Split:
+        prepared = prepare_all(images)
+        labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+        if len(labels) != len(prepared):
+            raise DigitsError(f"{len(prepared)} images but {len(labels)} labels — give one label per image")
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise DigitsError("labels must be digits 0–9")
+        return Split(torch.from_numpy(prepared), torch.from_numpy(labels))
+
+    train = split(X, y)
+    if validation is not None:
+        return Dataset("custom", tuple("0123456789"), train, split(*validation))
+    if len(train) < 2:
+        raise DigitsError("give at least two labelled images to fit on")
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train)))
+    held_out = max(1, len(train) // 10)
+    return Dataset("custom", tuple("0123456789"), train.take(order[held_out:]), train.take(order[:held_out]))
+
+
+# --- files on the command line ------------------------------------------------------
+
+def picture_files(path: str | Path) -> list[Path]:
+    """The pictures a command-line path names: a file, a folder's pictures (all levels), a glob."""
+    p = Path(path)
+    if p.is_dir():
+        found = sorted(f for f in p.rglob("*") if f.suffix.lower() in PICTURES and f.is_file())
+        if not found:
+            raise DigitsError(f"{path}: no pictures in this folder (looked for {', '.join(PICTURES)})")
+        return found
+    if p.exists() or not any(c in str(path) for c in "*?["):
+        return [p]  # reading it says what is wrong, if anything
+    found = sorted(f for f in map(Path, glob.glob(str(path), recursive=True))
+                   if f.suffix.lower() in PICTURES and f.is_file())
+    if not found:
+        raise DigitsError(f"{path}: no pictures match")
+    return found
+
+
+def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: bool = False,
+                  show_preprocessed: str | Path | None = None) -> Iterator[dict[str, Any]]:
+    """One record per picture, in order: its reading, or {"file", "error"} if it cannot be read.
+
+    A bad file never stops the others. ``show_preprocessed`` is a folder that receives the
+    28×28 images the model saw, named after the picture's position and name.
+    """
+    index = 0
+    for path in paths:
+        try:
+            files = picture_files(path)
+        except DigitsError as e:
+            yield {"file": str(path), "error": str(e)}
+            continue
+        for file in files:
+            index += 1
+            try:
+                if number:
+                    record = _number_record(classifier.read_number(file))
+                    seen = record.pop("images")
+                else:
+                    seen = [classifier.prepare(file)]
+                    record = _digit_record(classifier.predict_prepared(seen[0][None])[0])
+            except DigitsError as e:
+                yield {"file": str(file), "error": str(e)}
+                continue
+            if show_preprocessed is not None:
+                for k, image in enumerate(seen):
+                    name = f"{index:04d}-{file.stem}" + (f"-{k + 1}" if number else "")
+                    save_png(Path(show_preprocessed) / f"{name}.png", image)
+            yield {"file": str(file), **record}
+
+
+def _digit_record(p: np.ndarray) -> dict[str, Any]:
+    top = np.argsort(-p)[:3]
+    return {"digit": int(top[0]), "confidence": round(float(p[top[0]]), 6),
+            "top3": [{"digit": int(d), "probability": round(float(p[d]), 6)} for d in top],
+            "probabilities": [round(float(v), 6) for v in p]}
+
+
+def _number_record(reading: dict[str, Any]) -> dict[str, Any]:
+    # The whole number is right only if every digit is: its confidence is their product.
+    return {"number": reading["number"], "confidence": round(float(np.prod(reading["confidences"])), 6),
+            "digits": reading["digits"], "confidences": [round(c, 6) for c in reading["confidences"]],
+            "probabilities": [[round(v, 6) for v in p] for p in reading["probabilities"]],
+            "images": reading["images"]}
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(image, "L").save(buffer, "PNG")
+    atomic_write(path, buffer.getvalue())

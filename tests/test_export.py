@@ -1,0 +1,127 @@
+"""ONNX export and the ONNX Runtime backend, which predicts without PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import digits
+from digits import DigitsError
+from digits.cli import main
+from pictures import ink_on_paper
+
+
+@pytest.fixture(scope="module")
+def exported(learned, tmp_path_factory) -> tuple[Path, Path, str]:
+    """The learned checkpoint in a folder of its own, exported with `digits export` beside it."""
+    checkpoint = tmp_path_factory.mktemp("export") / "model.pt"
+    shutil.copy(learned.checkpoint, checkpoint)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", str(checkpoint)]) == 0
+    return checkpoint, checkpoint.with_suffix(".onnx"), printed.getvalue()
+
+
+def test_the_export_is_onnx_with_any_batch_size(exported):
+    checkpoint, path, printed = exported
+    assert printed.startswith(f"wrote {path} (ONNX opset 18, any batch size)")
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (images,), (logits,) = model.graph.input, model.graph.output
+    assert images.name == "images" and logits.name == "logits"
+    batch = images.type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.dim_value  # symbolic: any batch size
+    assert [d.dim_value for d in images.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
+    info = json.loads({p.key: p.value for p in model.metadata_props}["digits"])
+    assert info["name"] == "seed" and info["parameters"] == 65_194
+
+
+def test_onnx_and_pytorch_agree_on_the_whole_test_set(exported, mnist):
+    checkpoint, path, _ = exported
+    images = mnist.test.images.numpy()
+    reference = digits.load(checkpoint, precision="fp32").predict_prepared(images)
+    onnx_model = digits.load(path)
+    probabilities = onnx_model.predict_prepared(images)
+    assert (probabilities.argmax(1) == reference.argmax(1)).all()
+    assert np.abs(probabilities - reference).max() <= 1e-4
+    assert onnx_model.info["backend"] == "onnx" and onnx_model.info["name"] == "seed"
+    assert onnx_model.info["accuracy"] == digits.load(checkpoint).info["accuracy"]
+    for size in (1, 7, 5000):  # batch sizes the example input did not have
+        assert onnx_model.predict_prepared(images[:size]).shape == (size, 10)
+
+
+def test_backend_onnx_with_a_checkpoint_uses_its_export(exported, tmp_path):
+    checkpoint, path, _ = exported
+    classifier = digits.load(checkpoint, backend="onnx")
+    assert classifier.info["backend"] == "onnx" and classifier.info["source"] == str(path)
+    with pytest.raises(DigitsError, match="an ONNX file runs on the onnx backend"):
+        digits.load(path, backend="torch")
+    lonely = tmp_path / "model.pt"
+    shutil.copy(checkpoint, lonely)
+    with pytest.raises(DigitsError, match=r"model.onnx: no such ONNX file — make one with `digits export"):
+        digits.load(lonely, backend="onnx")
+
+
+NO_TORCH = """
+import json, sys
+class NoTorch:  # as if PyTorch were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+import digits
+classifier = digits.load(sys.argv[1])
+probabilities = classifier.predict_proba([sys.argv[2]])
+try:
+    digits.load(sys.argv[3])
+except digits.DigitsError as e:
+    error = str(e)
+print(json.dumps({"p": probabilities.tolist(), "torch": "torch" in sys.modules, "error": error}))
+"""
+
+
+def test_an_onnx_model_predicts_without_pytorch(exported, mnist, tmp_path):
+    checkpoint, path, _ = exported
+    picture = tmp_path / "digit.png"
+    ink_on_paper(mnist.test.images[0].numpy(), seed=0).save(picture)
+    out = subprocess.run([sys.executable, "-c", NO_TORCH, str(path), str(picture), str(checkpoint)],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["torch"] is False
+    np.testing.assert_allclose(result["p"], digits.load(checkpoint, precision="fp32").predict_proba(picture),
+                               atol=1e-4)
+    assert result["error"].endswith("a checkpoint needs PyTorch, which is not installed here"
+                                    " — predict from its ONNX export instead")
+
+
+def test_onnx_files_that_are_not_digit_models_are_refused(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(DigitsError, match="junk.onnx: not a readable ONNX model"):
+        digits.load(tmp_path / "junk.onnx")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+    other = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(other, tmp_path / "other.onnx")
+    with pytest.raises(DigitsError, match="other.onnx: not a digit classifier"):
+        digits.load(tmp_path / "other.onnx")
+
+
+def test_export_command_errors_are_one_line(learned, tmp_path, capsys):
+    assert main(["export", str(learned.checkpoint), "--onnx", str(tmp_path / "model.txt")]) == 2
+    assert capsys.readouterr().err == (f"digits: error: --onnx {tmp_path / 'model.txt'}: "
+                                       "the file name must end in .onnx\n")
+    assert main(["export", str(tmp_path / "missing.pt")]) == 2
+    assert capsys.readouterr().err == f"digits: error: {tmp_path / 'missing.pt'}: no such checkpoint\n"
+    assert not list(tmp_path.iterdir())

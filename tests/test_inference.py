@@ -1,0 +1,157 @@
+"""The Python API: digits.load, digits.Classifier (scikit-learn style) and the default model."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+import digits
+from digits import Classifier, DigitsError, evaluate, load_checkpoint, save_checkpoint
+from digits.inference import TRAIN_HINT
+from pictures import ink_on_paper, light_on_dark, number_picture
+
+
+@pytest.fixture(scope="module")
+def classifier(learned) -> Classifier:
+    return digits.load(learned.checkpoint, precision="fp32")  # exactly as evaluation computes
+
+
+def test_load_reports_what_the_model_is(classifier, learned):
+    info = classifier.info
+    assert info["name"] == "seed" and info["parameters"] == 65_194
+    assert info["accuracy"] == pytest.approx(learned.accuracy)
+    assert info["trained"].startswith("20") and info["backend"] == "torch" and info["precision"] == "fp32"
+    assert info["source"] == str(learned.checkpoint)
+    assert classifier.get_params()["model"] == "seed"
+
+
+def test_a_batch_of_dataset_digits_gives_the_evaluation_probabilities(classifier, learned, mnist):
+    test = mnist.test.take(slice(0, 2000))  # the digits the checkpoint's accuracy was measured on
+    expected = evaluate(learned.model, test).probabilities
+    probabilities = classifier.predict_proba(test.images)  # a torch tensor, as the dataset holds them
+    assert probabilities.shape == (2000, 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    for batch in (test.images[:200].numpy(), test.images[:200].numpy() / 255.0):
+        np.testing.assert_allclose(classifier.predict_proba(batch), expected[:200], atol=1e-5)
+    assert np.array_equal(classifier.predict(test.images[:200]), expected[:200].argmax(1))
+    assert classifier.score(test.images, test.labels) == pytest.approx(learned.accuracy)
+
+
+def test_every_kind_of_image_gives_the_same_answer(classifier, mnist, tmp_path):
+    digit = mnist.test.images[0].numpy()
+    picture = ink_on_paper(digit, seed=1)
+    path = tmp_path / "seven.png"
+    picture.save(path)
+    data = path.read_bytes()
+    gray = np.asarray(picture.convert("L"))
+    expected = classifier.predict_proba([picture])
+    for image in (picture, path, str(path), data, io.BytesIO(data), gray, np.asarray(picture)):
+        np.testing.assert_allclose(classifier.predict_proba(image), expected, atol=1e-6)
+    mixed = classifier.predict_proba([path, io.BytesIO(data), digit, light_on_dark(digit)])
+    assert mixed.shape == (4, 10) and (mixed.argmax(1) == 7).all()
+    assert np.array_equal(classifier.prepare(digit), digit)  # MNIST-style input passes through
+    assert classifier.prepare(path).shape == (28, 28)
+
+
+def test_predict_prepared_is_the_batch_path(classifier, mnist):
+    batch = mnist.test.images[:100].numpy()
+    np.testing.assert_allclose(classifier.predict_prepared(batch), classifier.predict_proba(batch))
+    assert classifier.predict_prepared(batch[:0]).shape == (0, 10)
+    with pytest.raises(DigitsError, match=r"shape \(N, 28, 28\)"):
+        classifier.predict_prepared(np.zeros((3, 32, 32), np.uint8))
+
+
+def test_read_number(classifier, mnist):
+    chosen = [mnist.test.images[i].numpy() for i in (0, 1, 2)]  # 7, 2, 1
+    reading = classifier.read_number(number_picture(chosen, seed=3))
+    assert reading["number"] == "721" and reading["digits"] == [7, 2, 1]
+    assert len(reading["confidences"]) == 3 and all(0 < c <= 1 for c in reading["confidences"])
+    assert np.array(reading["probabilities"]).shape == (3, 10)
+    assert [image.shape for image in reading["images"]] == [(28, 28)] * 3
+
+
+def test_bad_images_raise_one_line(classifier, tmp_path):
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(DigitsError, match="notes.png: not a picture"):
+        classifier.predict([tmp_path / "notes.png"])
+    with pytest.raises(DigitsError, match="no ink found"):
+        classifier.predict(np.full((100, 100), 255, np.uint8))
+
+
+def test_an_unfitted_classifier_says_what_to_do():
+    with pytest.raises(DigitsError, match=r"not trained yet — call fit\(\)"):
+        Classifier(model="seed").predict(np.zeros((1, 28, 28), np.uint8))
+
+
+def test_fit_on_given_pictures_with_the_training_engine(mnist, tmp_path):
+    images, labels = mnist.train.images[:600].numpy(), mnist.train.labels[:600].numpy()
+    # pictures as a user has them, not MNIST-style: they are prepared for training as for prediction
+    pictures = [ink_on_paper(d, size=56, seed=i) for i, d in enumerate(mnist.test.images[:40].numpy())]
+    clf = Classifier(model="seed", epochs=2, normalize=True, lr=2e-3, out=tmp_path / "run")
+    assert clf.fit(images, labels, validation_data=(pictures, mnist.test.labels[:40])) is clf
+    assert clf.info["name"] == "seed" and clf.info["source"] == str(tmp_path / "run" / "model.pt")
+    assert 0 < clf.info["accuracy"] <= 1
+    assert clf.score(mnist.test.images[:500], mnist.test.labels[:500]) > 0.7
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["history"][-1]["epoch"] == 2
+    unfitted = clone(clf)
+    assert unfitted.get_params() == clf.get_params() and not hasattr(unfitted, "backend_")
+    held_out = Classifier(model="seed", epochs=1, out=tmp_path / "held-out").fit(images[:50], labels[:50])
+    accuracy = held_out.info["accuracy"]  # validated on the 5 images held out of the 50
+    assert 0 <= accuracy <= 1 and accuracy * 5 == pytest.approx(round(accuracy * 5))
+    with pytest.raises(DigitsError, match="600 images but 5 labels"):
+        Classifier(model="seed").fit(images, labels[:5])
+    with pytest.raises(DigitsError, match="labels must be digits 0–9"):
+        Classifier(model="seed").fit(images[:2], [3, 10])
+
+
+def test_fit_on_the_dataset(tmp_path, make_dataset):
+    folder = make_dataset(tmp_path / "tiny", train=300, test=100)
+    clf = Classifier(model="seed", dataset="tiny", epochs=1, normalize=True, data_dir=folder,
+                     out=tmp_path / "run").fit()
+    assert clf.info["dataset"] == "tiny" and clf.info["accuracy"] is not None
+    assert clf.predict_proba(np.zeros((2, 28, 28), np.uint8)).shape == (2, 10)
+
+
+# --- the default model ------------------------------------------------------------------
+
+def copy_checkpoint(source, target, finished: bool = True) -> None:
+    payload = load_checkpoint(source)
+    save_checkpoint(target, {**payload, "finished": finished})
+
+
+def test_default_model_is_the_newest_finished_run(learned, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGITS_MODEL", raising=False)
+    copy_checkpoint(learned.checkpoint, tmp_path / "runs" / "seed-old" / "model.pt")
+    copy_checkpoint(learned.checkpoint, tmp_path / "runs" / "seed-new" / "model.pt")
+    copy_checkpoint(learned.checkpoint, tmp_path / "runs" / "seed-training" / "model.pt", finished=False)
+    past = os.stat(tmp_path / "runs" / "seed-old" / "model.pt").st_mtime - 60
+    os.utime(tmp_path / "runs" / "seed-old" / "model.pt", (past, past))
+    assert digits.load().info["source"] == os.path.join("runs", "seed-new", "model.pt")
+
+    chosen = tmp_path / "chosen.pt"
+    shutil.copy(learned.checkpoint, chosen)
+    monkeypatch.setenv("DIGITS_MODEL", str(chosen))
+    assert digits.load().info["source"] == str(chosen)
+
+
+def test_no_model_says_the_one_command_that_makes_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIGITS_MODEL", raising=False)
+    with pytest.raises(DigitsError, match="no trained model under runs/") as caught:
+        digits.load()
+    assert TRAIN_HINT in str(caught.value) and "`digits train`" in str(caught.value)
+
+
+def test_a_bad_checkpoint_or_backend_is_one_line(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(DigitsError, match="model.pt: not a readable digits checkpoint"):
+        digits.load(tmp_path / "model.pt")
+    with pytest.raises(DigitsError, match="--backend tpu: choose auto, torch or onnx"):
+        digits.load(tmp_path / "model.pt", backend="tpu")
