@@ -1,0 +1,135 @@
+"""Data-parallel training on PyTorch's own engine: torchrun and DistributedDataParallel.
+
+Under torchrun every process runs the same training loop. The recipe's batch size is the
+global batch: each of the N ranks takes 1/N of it from its own shard of the epoch's
+order, DDP averages the gradients, so one step sees the same images and takes the same
+learning rate whatever N is. Metrics are summed across ranks; only rank 0 prints and
+writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .errors import DigitsError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the ranks of a run (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def local_batch(self, batch_size: int) -> int:
+        return max(1, batch_size // self.size)
+
+    def shard(self, order: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """This rank's part of an epoch's order, step by step.
+
+        Global batch b is split as b/N per rank at every step; the order is padded by
+        wrapping around (as DistributedSampler does) so all ranks take the same number
+        of steps.
+        """
+        if self.size == 1:
+            return order
+        per_step = self.local_batch(batch_size) * self.size
+        pad = (-len(order)) % per_step
+        order = torch.cat([order, order[:pad]]) if pad else order
+        return order.view(-1, self.size, per_step // self.size)[:, self.rank].reshape(-1)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor over all ranks, in place; every rank gets the total."""
+        if self.size > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any: ranks must stop together."""
+        if self.size == 1:
+            return flag
+        vote = torch.tensor(float(flag))
+        dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+        return bool(vote.item())
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if self.size == 1:
+            return model
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def init(device: torch.device) -> World:
+    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA), if any."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        # A dead rank must end the run, not hang it: collectives time out.
+        dist.init_process_group(backend, timeout=timedelta(seconds=120))
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def local_device(device: torch.device) -> torch.device:
+    """On a multi-GPU machine each rank takes the GPU of its local rank."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
+    return device
+
+
+def finish() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def failures_reported() -> Iterator[None]:
+    """In a rank, a lost peer (a collective failing) becomes one line, not a traceback."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not dist.is_initialized():
+            raise
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DigitsError(f"rank {dist.get_rank()} lost contact with the other processes "
+                          f"({first_line[:160]})") from None
+
+
+def launch(nproc: int, train_args: list[str]) -> None:
+    """Run `digits train ARGS` on nproc local processes, as torchrun would."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1:
+        raise DigitsError(f"--nproc {nproc}: give a number of processes ≥ 1")
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id="digits",
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+                          monitor_interval=0.5)
+    # The agent's own log lines would bury the one line that says what happened.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        elastic_launch(config, sys.executable)("-m", "digits", "train", *train_args)
+    except ChildFailedError as e:
+        # Ranks the agent stopped itself (SIGTERM) only followed the one that failed.
+        failures = {r: f for r, f in e.failures.items() if f.exitcode != -signal.SIGTERM} or e.failures
+        what = ", ".join(f"rank {rank} " + (f"was killed by signal {-f.exitcode}" if f.exitcode < 0
+                                            else f"exited with status {f.exitcode}")
+                         for rank, f in sorted(failures.items()))
+        raise DigitsError(f"distributed run failed: {what}; the last checkpoint is intact — "
+                          "run the same command with --resume to continue") from None
