@@ -3,16 +3,34 @@
 The public API; the command line and the service are thin layers over it.
 """
 
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
-from .data import DATASETS, Dataset, Split, load_dataset, read_idx, write_idx
-from .errors import DigitsError
-from .evaluation import Evaluation, evaluate, evaluate_checkpoint
-from .models import Recipe, count_parameters, create_model, list_models, register_model
-from .training import Run, TrainConfig, train
+import importlib
 
-__all__ = [
-    "DATASETS", "Dataset", "DigitsError", "Evaluation", "Recipe", "Run", "Split", "TrainConfig",
-    "count_parameters", "create_model", "evaluate", "evaluate_checkpoint", "list_models",
-    "load_checkpoint", "load_dataset", "load_model", "read_idx", "register_model",
-    "save_checkpoint", "train", "write_idx",
-]
+from .errors import DigitsError
+from .inference import Classifier, load
+from .prepare import prepare
+
+# The rest needs PyTorch, which a deployment predicting from an ONNX file may not have
+# installed: each name is imported from its module on first use.
+_LAZY = {
+    "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
+    "data": ("DATASETS", "Dataset", "Split", "load_dataset", "read_idx", "write_idx"),
+    "evaluation": ("Evaluation", "evaluate", "evaluate_checkpoint"),
+    "explain": ("explain_picture", "integrated_gradients"),
+    "models": ("Recipe", "count_parameters", "create_model", "list_models", "register_model"),
+    "report": ("compare_runs", "write_report"),
+    "training": ("Run", "TrainConfig", "train", "train_ensemble"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = ["Classifier", "DigitsError", "load", "prepare", *_MODULE_OF]

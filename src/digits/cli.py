@@ -3,19 +3,88 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import sys
 
+from . import distributed
 from .errors import DigitsError
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .training import TrainConfig, train
+    from .training import TrainConfig, train, train_ensemble
 
-    train(TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, normalize=args.normalize,
-                      seed=args.seed, out=args.out, data_dir=args.data_dir, device=args.device,
-                      threads=args.threads, resume=args.resume, subset=args.subset))
+    config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, normalize=args.normalize,
+                         seed=args.seed, out=args.out, data_dir=args.data_dir, device=args.device,
+                         threads=args.threads, resume=args.resume, subset=args.subset,
+                         report=args.report, tensorboard=args.tensorboard, holdout=args.holdout,
+                         precision=args.precision, compile=args.compile,
+                         target_accuracy=args.target_accuracy, time_limit=args.time_limit)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return distributed_train(args)
+    with distributed.failures_reported():
+        if args.ensemble is not None:
+            train_ensemble(config, args.ensemble)
+        else:
+            train(config)
+    distributed.finish()
+
+
+def distributed_train(args: argparse.Namespace) -> None:
+    """`digits train --nproc N ...` is `torchrun --nproc_per_node=N -m digits train ...`."""
+    from .training import default_run_dir
+
+    argv = args.argv[args.argv.index("train") + 1:]  # workers see WORLD_SIZE and ignore --nproc
+    if args.out is None and not args.resume:  # every rank must write to the same folder
+        argv += ["--out", str(default_run_dir(args.model))]
+    distributed.launch(args.nproc, argv)
+
+
+def cmd_baselines(args: argparse.Namespace) -> None:
+    from .baselines import run_baselines
+    from .data import load_dataset
+
+    results = run_baselines(load_dataset(args.dataset, args.data_dir), args.only, args.subset)
+    if args.json:
+        print(json.dumps(results))
+        return
+    _print_table("Baselines (scikit-learn)", results, {
+        "baseline": ("baseline", str), "description": ("what", str), "train_images": ("images", "{:,}".format),
+        "accuracy": ("accuracy", "{:.2%}".format), "fit_seconds": ("fit", "{:.1f} s".format),
+        "predict_images_per_s": ("predict", "{:,.0f}/s".format)})
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import benchmark
+    from .data import load_dataset
+
+    result = benchmark(load_dataset(args.dataset, args.data_dir), tuple(args.models), args.epochs,
+                       args.keras, args.precision, args.device, args.subset, args.threads, args.out)
+    seconds = lambda s: "—" if s is None else f"{s:.1f} s"  # noqa: E731
+    _print_table(f"{result['dataset']} ({result['train_images']:,} training images), {result['device']}, "
+                 f"{result['threads']} threads", result["rows"], {
+        "model": ("model", str), "precision": ("precision", str), "epochs": ("epochs", str),
+        "seconds_per_epoch": ("s/epoch", seconds), "train_images_per_s": ("train img/s", "{:,.0f}".format),
+        "time_to_99.0%": ("to 99.0%", seconds), "time_to_99.5%": ("to 99.5%", seconds),
+        "accuracy": ("accuracy", "{:.2%}".format), "inference_images_per_s": ("infer img/s", "{:,.0f}".format)})
+    if "seed_to_keras_epoch_ratio" in result:
+        print(f"seed epoch time / Keras tutorial epoch time: {result['seed_to_keras_epoch_ratio']:.2f}")
+    print(f"wrote {args.out}")
+
+
+def _print_table(title: str, rows: list[dict], columns: dict) -> None:
+    """Rows as a table; ``columns`` maps each row key to its (header, formatter)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for header, show in columns.values():
+        table.add_column(header, justify="left" if show is str else "right")
+    for row in rows:
+        table.add_row(*(show(row[key]) for key, (_, show) in columns.items()))
+    Console(highlight=False, width=max(Console().width, 120)).print(table)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -73,6 +142,95 @@ def cmd_data(args: argparse.Namespace) -> None:
             print(f"  {file}  sha256 {digest}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        from .service import serve
+    except ImportError as e:
+        raise DigitsError(f"digits serve needs the server packages ({e.name} is missing):"
+                          " pip install 'digits[serve]'") from None
+    serve(args.model, args.host, args.port, args.workers, args.backend, args.max_batch)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import load, predict_files
+
+    classifier = load(args.model, args.backend, args.device, args.precision)
+    records = predict_files(classifier, args.paths, args.number, args.show_preprocessed)
+    table, failed = [], 0
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file", "number", "confidence", "confidences"] if args.number
+                        else ["file", "digit", "confidence", *(f"p{d}" for d in range(10))])
+    for record in records:
+        if "error" in record:
+            failed += 1
+            print(f"digits: error: {record['error']}", file=sys.stderr, flush=True)
+        elif args.json:
+            print(json.dumps(record), flush=True)
+        elif args.csv and args.number:
+            writer.writerow([record["file"], record["number"], record["confidence"],
+                             " ".join(map(str, record["confidences"]))])
+        elif args.csv:
+            writer.writerow([record["file"], record["digit"], record["confidence"], *record["probabilities"]])
+        else:
+            table.append(record)
+    if table:
+        _print_predictions(table, classifier.info, args.number)
+    return 2 if failed else 0
+
+
+def _print_predictions(records: list[dict], info: dict, number: bool) -> None:
+    percent = "{:.1%}".format
+    if number:
+        columns = {"file": ("file", str), "number": ("number", "{}".format), "confidence": ("confidence", percent),
+                   "confidences": ("each digit", lambda cs: " · ".join(map(percent, cs)))}
+    else:
+        columns = {"file": ("file", str), "digit": ("digit", "{}".format), "confidence": ("confidence", percent),
+                   "top3": ("top-3", lambda top: " · ".join(f"{t['digit']} {t['probability']:.1%}" for t in top))}
+    _print_table(f"{info['name']} ({info['backend']} {info['precision']}, {info['source']})", records, columns)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    result = export_onnx(args.checkpoint, args.onnx)
+    print(f"wrote {result['onnx']} (ONNX opset {result['opset']}, any batch size); largest difference "
+          f"from PyTorch {result['max_difference']:.1e} in probability")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.out, data_dir=args.data_dir, device=args.device)}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from .explain import explain_picture
+
+    result = explain_picture(args.image, args.model, args.out)
+    print(f"{result['file']}: {result['digit']} ({result['confidence']:.1%}) — top 3: "
+          + " · ".join(f"{t['digit']} {t['probability']:.1%}" for t in result["top3"]))
+    print(f"wrote {result['picture']}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import compare_runs
+
+    rows = compare_runs(args.run_dirs, args.out)
+    table = Table(title="Runs compared (accuracy and loss: validation at the last epoch)")
+    for column in ("run", "model", "epochs", "accuracy", "loss", "training time", "parameters"):
+        table.add_column(column, justify="left" if column in ("run", "model") else "right")
+    for r in rows:
+        table.add_row(r["run"], r["model"], str(r["epochs"]), f"{r['accuracy']:.2%}", f"{r['loss']:.4f}",
+                      f"{r['seconds']:.1f} s", f"{r['parameters']:,}")
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digits", description="Train, evaluate and serve handwritten-digit classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -95,7 +253,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (or the newest run of --model)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train on N local processes with DistributedDataParallel (as torchrun does)")
+    p.add_argument("--no-report", dest="report", action="store_false", help="skip report.html at the end")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also log to TensorBoard in DIR (pip install 'digits[tensorboard]')")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 mixed precision where the CPU or GPU computes bf16 natively, else fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager)")
+    p.add_argument("--target-accuracy", type=float, metavar="A",
+                   help="stop after the first epoch whose validation accuracy reaches A (e.g. 0.99)")
+    p.add_argument("--time-limit", type=float, metavar="S", help="stop once training has taken S seconds")
+    p.add_argument("--holdout", type=int, metavar="N",
+                   help="validate on the last N training images instead of the test set (for tuning)")
+    p.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K members with seeds SEED…SEED+K-1 into OUT/member-k and average them")
     p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("baselines", help="scikit-learn classifiers on the same data, for comparison")
+    data_options(p)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="logistic, knn, svc, forest (default: all)")
+    p.add_argument("--subset", type=int, help="fit on the first N training images only (SVC takes minutes on all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=cmd_baselines)
+
+    p = commands.add_parser("benchmark", help="training and inference speed and accuracy of zoo models")
+    data_options(p)
+    p.add_argument("--models", nargs="+", default=["seed", "fast"], metavar="NAME", help="default: seed fast")
+    p.add_argument("--epochs", type=int, help="train every model this many epochs (default: each recipe's)")
+    p.add_argument("--subset", type=int, help="train on the first N training images only (a quicker speed measure)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (Keras keeps its own default)")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--no-keras", dest="keras", action="store_false",
+                   help="skip the Keras tutorial's model (run only when TensorFlow and Keras are installed)")
+    p.add_argument("--out", default="benchmark.json", help="where to write the results as JSON")
+    p.set_defaults(run=cmd_benchmark)
 
     p = commands.add_parser("evaluate", help="test-set metrics, confusion matrix and mistakes of a checkpoint")
     p.add_argument("checkpoint")
@@ -113,20 +306,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="read every file and check its sha256")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_data)
+
+    p = commands.add_parser("serve", help="HTTP service and drawing page: draw a digit, watch the model read it")
+    p.add_argument("--model", help="checkpoint (.pt) or ONNX file (default: the newest finished run)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
+    p.add_argument("--max-batch", type=int, default=64,
+                   help="most images in one forward pass when requests are batched together (1: no batching)")
+    p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("predict", help="read digits (or numbers) in pictures: files, folders or globs")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a picture, a folder of pictures or a glob")
+    p.add_argument("--model", help="checkpoint (.pt) or ONNX file "
+                                   "(default: $DIGITS_MODEL, else the newest finished run)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                   help="onnx with a checkpoint uses the .onnx file `digits export` wrote beside it")
+    p.add_argument("--number", action="store_true", help="each picture is a number of several digits")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per line per picture")
+    output.add_argument("--csv", action="store_true", help="CSV with a header line")
+    p.add_argument("--show-preprocessed", metavar="DIR", help="write the 28×28 images the model saw into DIR")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="PyTorch backend: auto is bf16 where the hardware computes it natively, else fp32")
+    p.set_defaults(run=cmd_predict)
+
+    p = commands.add_parser("export", help="export a checkpoint to ONNX, for ONNX Runtime")
+    p.add_argument("checkpoint")
+    p.add_argument("--onnx", metavar="FILE", help="where to write it (default: beside the checkpoint, as .onnx)")
+    p.set_defaults(run=cmd_export)
+
+    p = commands.add_parser("report", help="a self-contained HTML page on a run: curves, metrics, what it learned")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="where to write it (default RUN_DIR/report.html)")
+    p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser("explain", help="predict a picture and draw which pixels the prediction rests on")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--model", help="checkpoint (.pt) (default: $DIGITS_MODEL, else the newest finished run)")
+    p.add_argument("--out", help="picture to write (default IMAGE-explained.png beside IMAGE)")
+    p.set_defaults(run=cmd_explain)
+
+    p = commands.add_parser("compare", help="a table and a figure comparing runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="compare.png", help="figure of the curves overlaid (default compare.png)")
+    p.set_defaults(run=cmd_compare)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except DigitsError as e:
         print(f"digits: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("digits: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except BrokenPipeError:  # the reader went away (`digits predict … | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status or 0  # a command that went on past bad inputs says so in its status
 
 
 if __name__ == "__main__":

@@ -10,23 +10,28 @@ import csv
 import json
 import io
 import math
+import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, load_dataset
-from .engine import resolve_device
+from . import distributed
+from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, save_checkpoint
+from .data import Dataset, Split, load_dataset
+from .engine import (as_batch, autocast, maybe_compile, optimizer_options, prepare_model,
+                     resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
 from .files import atomic_write
-from .models import Recipe, count_parameters, create_model, get_entry
+from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
+from .plots import confusion_figure, plot_curves
 
 RUNS_DIR = Path("runs")
 
@@ -48,6 +53,13 @@ class TrainConfig:
     threads: int | None = None
     resume: bool = False
     subset: int | None = None  # train on the first N training images only
+    holdout: int | None = None  # validate on the last N training images instead of the test set
+    precision: str = "auto"  # auto | bf16 | fp32
+    compile: bool = False  # torch.compile the model (eager if compilation fails)
+    target_accuracy: float | None = None  # stop once validation accuracy reaches this
+    time_limit: float | None = None  # stop once training has taken this many seconds
+    report: bool = True  # write report.html into the run folder at the end
+    tensorboard: str | Path | None = None  # also log to TensorBoard, in this folder
 
 
 @dataclass
@@ -66,17 +78,22 @@ class Run:
     def accuracy(self) -> float:
         return self.history[-1]["val_accuracy"]
 
+    def time_to(self, accuracy: float) -> float | None:
+        """Training seconds until validation accuracy first reached ``accuracy`` (None: never)."""
+        return next((h["elapsed"] for h in self.history if h["val_accuracy"] >= accuracy), None)
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+
+def make_optimizer(model: nn.Module, recipe: Recipe, options: dict | None = None) -> torch.optim.Optimizer:
+    options = options or {}
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), recipe.lr, betas=recipe.betas, eps=recipe.eps,
-                                weight_decay=recipe.weight_decay)
+                                weight_decay=recipe.weight_decay, **options)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), recipe.lr, betas=recipe.betas, eps=recipe.eps,
-                                 weight_decay=recipe.weight_decay)
+                                 weight_decay=recipe.weight_decay, **options)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), recipe.lr, momentum=0.9, nesterov=True,
-                               weight_decay=recipe.weight_decay)
+                               weight_decay=recipe.weight_decay, **options)
     raise DigitsError(f"unknown optimizer {recipe.optimizer!r}")
 
 
@@ -85,6 +102,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_e
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
     return None
+
+
+def split_for_training(data: Dataset, subset: int | None = None, holdout: int | None = None) -> tuple[Split, Split]:
+    """(training, validation) splits: the test set validates unless ``holdout`` images of the
+    training set are set aside for it, which is what tuning a recipe honestly needs."""
+    train, validation = data.train, data.test
+    if holdout is not None:
+        if not 0 < holdout < len(train):
+            raise DigitsError(f"--holdout {holdout}: give a number between 1 and {len(train) - 1}")
+        train, validation = train.take(slice(0, len(train) - holdout)), train.take(slice(len(train) - holdout, None))
+    if subset is not None:
+        train = train.take(slice(0, subset))
+    return train, validation
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -120,26 +150,38 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
             raise DigitsError(f"--resume: {folder}/model.pt holds model {resumed['model']!r}, "
                               f"not {config.model!r}; pass --model {resumed['model']}")
         # A resumed run keeps its own schedule and seed; only the length may change.
-        recipe = Recipe(**{**resumed["recipe"], "betas": tuple(resumed["recipe"]["betas"])})
+        recipe = Recipe.from_dict(resumed["recipe"])
         recipe = recipe.with_overrides(epochs=config.epochs)
         config = TrainConfig(**{**resumed["config"], "epochs": recipe.epochs, "resume": True,
                                 "out": folder, "device": config.device, "threads": config.threads,
+                                "report": config.report, "tensorboard": config.tensorboard,
                                 "data_dir": config.data_dir or resumed["config"]["data_dir"]})
     folder = folder or default_run_dir(config.model)
     if recipe.epochs < 1 or recipe.batch_size < 1 or not recipe.lr > 0:
         raise DigitsError("epochs, batch size and learning rate must be positive")
+    if config.subset is not None and config.subset < 1:
+        raise DigitsError(f"--subset {config.subset}: give a positive number of training images")
+    if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
+        raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
+    if config.time_limit is not None and not config.time_limit > 0:
+        raise DigitsError(f"--time-limit {config.time_limit}: give a positive number of seconds")
 
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
+    world = distributed.init(device)
+    console.quiet = console.quiet or not world.is_main  # one voice: rank 0's
+    precision = resolve_precision(config.precision, device)
     if config.threads:
         torch.set_num_threads(config.threads)
     data = data or load_dataset(config.dataset, config.data_dir)
-    train_split = data.train.take(slice(0, config.subset)) if config.subset else data.train
-    images, labels = train_split.images.to(device), train_split.labels.to(device)
-    steps_per_epoch = math.ceil(len(labels) / recipe.batch_size)
+    train_split, validation = split_for_training(data, config.subset, config.holdout)
+    images, labels = to_device(train_split.images, device), to_device(train_split.labels, device)
+    batch_size = world.local_batch(recipe.batch_size)
+    steps_per_epoch = math.ceil(len(world.shard(labels, recipe.batch_size)) / batch_size)
 
     torch.manual_seed(config.seed)
-    model = create_model(config.model, recipe.normalize).to(device)
-    optimizer = make_optimizer(model, recipe)
+    model = prepare_model(create_model(config.model, recipe.normalize), device)
+    forward = maybe_compile(world.wrap(model, device), config.compile)
+    optimizer = make_optimizer(model, recipe, optimizer_options(device))
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, Any]] = []
     if resumed:
@@ -148,28 +190,39 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
         if scheduler:
             scheduler.load_state_dict(resumed["scheduler"])
         history = list(resumed["history"])
-        if len(history) >= recipe.epochs:
-            console.print(f"{folder}: already finished ({len(history)}/{recipe.epochs} epochs)")
+        if len(history) >= recipe.epochs or resumed.get("stopped"):
+            console.print(f"{folder}: already finished ({len(history)}/{recipe.epochs} epochs"
+                          f"{', ' + resumed['stopped'] if resumed.get('stopped') else ''})")
             return Run(folder, model.eval(), history)
         console.print(f"Resuming {folder} after epoch {len(history)}/{recipe.epochs}")
     else:
         console.print(f"Training {config.model} ({count_parameters(model):,} parameters) on "
                       f"{data.name}: {len(labels):,} images, {recipe.epochs} epochs, batch "
-                      f"{recipe.batch_size}, lr {recipe.lr:g}, {device.type} → {folder}")
-    folder.mkdir(parents=True, exist_ok=True)
+                      f"{recipe.batch_size}, lr {recipe.lr:g}, {device.type} {precision}"
+                      f"{f', {world.size} processes' if world.size > 1 else ''} → {folder}")
+    if world.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
     started = resumed["started"] if resumed else datetime.now(timezone.utc).isoformat(timespec="seconds")
+    writer = _tensorboard(config.tensorboard) if config.tensorboard and world.is_main else None
+    if writer:
+        writer.add_images("training digits", images[:32, None].float() / 255, len(history))
 
+    stopped = None
+    elapsed = history[-1].get("elapsed", 0.0) if history else 0.0  # training seconds so far
     for epoch in range(len(history), recipe.epochs):
         torch.manual_seed(epoch_seed(config.seed, epoch))
-        order = torch.randperm(len(labels), device=device)
+        order = world.shard(torch.randperm(len(labels), device=device), recipe.batch_size)
         model.train()
         seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         tick = time.perf_counter()
         with _progress(console, f"Epoch {epoch + 1}/{recipe.epochs}", steps_per_epoch) as (progress, task):
             for step in range(steps_per_epoch):
-                index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                x, y = images[index].unsqueeze(1).float(), labels[index]
-                logits = model(x)
+                index = order[step * batch_size:(step + 1) * batch_size]
+                x, y = as_batch(images[index]), labels[index]
+                if recipe.augment:
+                    x = recipe.augment(x)
+                with autocast(device, precision):
+                    logits = forward(x).float()
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -180,35 +233,107 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 if step % 50 == 49 or step == steps_per_epoch - 1:
-                    elapsed = time.perf_counter() - tick
-                    progress.update(task, completed=step + 1, rate=seen / elapsed,
+                    progress.update(task, completed=step + 1, rate=seen / (time.perf_counter() - tick),
                                     loss=loss_sum.item() / seen, acc=correct.item() / seen)
+                if config.time_limit and world.any(elapsed + time.perf_counter() - tick >= config.time_limit):
+                    stopped = f"time limit {config.time_limit:g} s reached"
+                    break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - tick
-        val = evaluate(model, data.test, device)
-        history.append({"epoch": epoch + 1, "seconds": round(seconds, 3),
-                        "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
-                        "val_loss": val.loss, "val_accuracy": val.accuracy})
-        save_checkpoint(folder / "model.pt", {
-            "model": config.model, "normalize": recipe.normalize,
-            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler else None,
-            "classes": list(data.classes), "dataset": data.name,
-            "recipe": recipe.as_dict(), "config": _plain(config), "history": history,
-            "parameters": count_parameters(model), "device": device.type,
-            "started": started, "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "finished": epoch + 1 == recipe.epochs,
-        })
-        write_history(folder, history)
+        elapsed += seconds
+        seen, loss_sum, correct = world.sum(torch.stack([torch.tensor(float(seen), device=device),
+                                                          loss_sum, correct.float()])).tolist()
+        val = evaluate(model, validation, device)
+        if config.target_accuracy and val.accuracy >= config.target_accuracy:
+            stopped = f"target accuracy {config.target_accuracy:g} reached"
+        history.append({"epoch": epoch + 1, "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
+                        "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                        "val_loss": val.loss, "val_accuracy": val.accuracy,
+                        "batch_size": recipe.batch_size, "lr": optimizer.param_groups[0]["lr"],
+                        "processes": world.size})
+        if world.is_main:  # one writer: the other ranks hold the same weights
+            save_checkpoint(folder / "model.pt", {
+                "model": config.model, "normalize": recipe.normalize,
+                "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "classes": list(data.classes), "dataset": data.name,
+                "recipe": recipe.as_dict(), "config": _plain(config), "history": history,
+                "parameters": count_parameters(model), "device": device.type, "environment": environment(device),
+                "precision": precision, "started": started,
+                "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "finished": epoch + 1 == recipe.epochs or stopped is not None, "stopped": stopped,
+            })
+            write_history(folder, history)
         h = history[-1]
         console.print(f"Epoch {epoch + 1}/{recipe.epochs} — {seconds:.1f} s — loss {h['train_loss']:.4f}"
                       f" — accuracy {h['train_accuracy']:.4f} — val_loss {h['val_loss']:.4f}"
                       f" — val_accuracy {h['val_accuracy']:.4f}")
+        if writer:
+            for metric in ("loss", "accuracy"):
+                writer.add_scalar(f"{metric}/train", h[f"train_{metric}"], epoch + 1)
+                writer.add_scalar(f"{metric}/validation", h[f"val_{metric}"], epoch + 1)
+            writer.add_figure("confusion matrix", confusion_figure(val.confusion(), data.classes), epoch + 1)
+            writer.flush()  # a killed run keeps what it logged
+        if stopped:
+            console.print(f"Stopped: {stopped}, after {elapsed:.1f} s of training")
+            break
 
-    from .plots import plot_curves
-
+    if not world.is_main:
+        return Run(folder, model.eval(), history)
     plot_curves(history, folder / "curves.png")
-    console.print(f"Test accuracy {history[-1]['val_accuracy']:.2%} — checkpoint {folder / 'model.pt'}")
+    console.print(f"{'Validation' if config.holdout else 'Test'} accuracy {history[-1]['val_accuracy']:.2%}"
+                  f" — checkpoint {folder / 'model.pt'}")
+    if writer:
+        writer.close()
+    if config.report and len(data.test):  # pictures given without validation data have nothing to report
+        from .report import write_report
+
+        console.print(f"Report {write_report(folder, data=data, device=config.device)}")
     return Run(folder, model.eval(), history)
+
+
+def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = None,
+                   verbose: bool = True) -> tuple[Path, list[Run]]:
+    """Train ``members`` ordinary runs with seeds seed, seed + 1, … into FOLDER/member-k/, then
+    write FOLDER/ensemble.json naming them; `load_model(FOLDER)` averages their probabilities.
+
+    With ``resume``, finished members are kept and an interrupted one continues."""
+    if members < 1:
+        raise DigitsError(f"--ensemble {members}: give a positive number of members")
+    folder = Path(config.out) if config.out else default_run_dir(f"{config.model}-ensemble{members}")
+    data = data or load_dataset(config.dataset, config.data_dir)
+    runs = []
+    for k in range(members):
+        member = folder / f"member-{k + 1}"
+        runs.append(train(replace(config, seed=config.seed + k, out=member,
+                                  resume=config.resume and (member / "model.pt").is_file()), data, verbose))
+    validation = split_for_training(data, config.subset, config.holdout)[1]
+    accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, resolve_device(config.device)).accuracy
+    manifest = {"model": config.model, "members": [f"member-{k + 1}/model.pt" for k in range(members)],
+                "member_accuracy": [run.accuracy for run in runs], "accuracy": accuracy}
+    atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    if verbose:
+        print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
+              f" (members {', '.join(f'{a:.2%}' for a in manifest['member_accuracy'])}) — {folder}")
+    return folder, runs
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a run ran on, for the record."""
+    processor = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
+            "platform": platform.platform(), "processor": processor or platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def _tensorboard(folder: str | Path):
+    """A SummaryWriter; TensorBoard is an optional extra, imported only when asked for."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DigitsError("--tensorboard needs TensorBoard: pip install 'digits[tensorboard]'") from None
+    return SummaryWriter(str(folder))
 
 
 def _plain(config: TrainConfig) -> dict[str, Any]:
