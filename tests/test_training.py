@@ -88,10 +88,11 @@ def test_resume_continues_exactly(small, tmp_path):
 
 
 def test_resume_survives_kill_9(make_dataset, tmp_path):
-    data_dir = make_dataset(tmp_path / "digits", train=400, test=100)
+    data_dir = make_dataset(tmp_path / "digits", train=2000, test=100)
     run = tmp_path / "killed"
+    # Small batches make an epoch last long enough (500 steps) to be killed in the middle of.
     args = ["train", "--dataset", "digits", "--data-dir", str(data_dir), "--epochs", "3",
-            "--subset", "300", "--out", str(run), "--no-report"]
+            "--batch-size", "4", "--out", str(run), "--no-report"]
     log = tmp_path / "train.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "digits", *args], stdout=out, stderr=out)
@@ -102,7 +103,7 @@ def test_resume_survives_kill_9(make_dataset, tmp_path):
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "epoch 1 never finished"
                 time.sleep(0.05)
-            time.sleep(0.2)  # into epoch 2
+            time.sleep(0.1)  # into epoch 2
         finally:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
@@ -117,7 +118,7 @@ def test_resume_survives_kill_9(make_dataset, tmp_path):
     assert "Resuming" in resume.stdout
     resumed = json.loads(history.read_text())
 
-    straight = train(TrainConfig(dataset="digits", data_dir=data_dir, epochs=3, subset=300,
+    straight = train(TrainConfig(dataset="digits", data_dir=data_dir, epochs=3, batch_size=4,
                                  out=tmp_path / "straight", report=False), verbose=False)
     assert [row["epoch"] for row in resumed] == [1, 2, 3]
     assert resumed[-1]["val_accuracy"] == straight.accuracy
