@@ -4,7 +4,7 @@ training time (training only: validation after the epoch is not counted).
 Trains through `digits.train`, the code path `digits train --model fast` uses, with the
 model's own recipe and nothing else changed.
 
-    DIGITS_DATA_DIR=../shared/data python benchmarks/fast_seeds.py [--seeds 5] [--threads T]
+    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/fast_seeds.py [--seeds 5] [--threads T]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Prints medians over --repeats runs:
 - agreement on the whole test set (argmax, max |Δprobability|): ONNX Runtime against PyTorch
   in fp32, and PyTorch's default precision against fp32.
 
-    DIGITS_DATA_DIR=../shared/data python benchmarks/predict_speed.py --model runs/fast-…/model.pt
+    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/predict_speed.py --model runs/fast-…/model.pt
 
 Without --onnx the checkpoint is exported to a temporary file first.
 """

@@ -7,7 +7,7 @@ gaps and slight overlaps — then reads it exactly as `digits predict` does and 
 accuracy per kind, overall, on the same digits as MNIST-style images, and the share of
 numbers read whole. The digits are the first --count of the test set: reported, never tuned on.
 
-    DIGITS_DATA_DIR=../shared/data python benchmarks/real_pictures.py --model runs/best-…/model.pt
+    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/real_pictures.py --model runs/best-…/model.pt
 """
 
 from __future__ import annotations

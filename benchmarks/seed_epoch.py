@@ -5,7 +5,7 @@ folder, and reads each epoch's training time from the run's history (validation 
 counted). Prints the run's own lines (device, precision, one line per epoch), then the
 median seconds per epoch and training images per second.
 
-    DIGITS_DATA_DIR=../shared/data python benchmarks/seed_epoch.py [--epochs 2] [--threads T]
+    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/seed_epoch.py [--epochs 2] [--threads T]
 """
 
 from __future__ import annotations

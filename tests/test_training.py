@@ -179,6 +179,15 @@ def test_resuming_another_models_checkpoint_is_refused(learned, tmp_path):
         train(TrainConfig(model="seed", resume=True, out=tmp_path), verbose=False)
 
 
+def test_resuming_a_checkpoint_without_training_state_is_refused(learned, tmp_path):
+    payload = load_checkpoint(learned.checkpoint)
+    inference_only = {k: v for k, v in payload.items() if k not in ("optimizer", "recipe", "config")}
+    save_checkpoint(tmp_path / "model.pt", inference_only)
+    with pytest.raises(DigitsError, match="holds no training state to resume from"):
+        train(TrainConfig(model="seed", resume=True, out=tmp_path), verbose=False)
+    assert load_checkpoint(tmp_path / "model.pt").keys() == inference_only.keys()  # left as it was
+
+
 @pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"subset": 0}])
 def test_bad_settings_are_refused(small, tmp_path, setting):
     with pytest.raises(DigitsError, match="positive"):

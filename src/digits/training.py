@@ -149,6 +149,9 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
         if resumed["model"] != config.model:
             raise DigitsError(f"--resume: {folder}/model.pt holds model {resumed['model']!r}, "
                               f"not {config.model!r}; pass --model {resumed['model']}")
+        if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
+            raise DigitsError(f"--resume: {folder}/model.pt holds no training state to resume from;"
+                              " train a new run instead")
         # A resumed run keeps its own schedule and seed; only the length may change.
         recipe = Recipe.from_dict(resumed["recipe"])
         recipe = recipe.with_overrides(epochs=config.epochs)
