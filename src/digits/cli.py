@@ -8,11 +8,11 @@ import json
 import os
 import sys
 
-from . import distributed
 from .errors import DigitsError
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from . import distributed
     from .training import TrainConfig, train, train_ensemble
 
     config = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs,
@@ -34,6 +34,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def distributed_train(args: argparse.Namespace) -> None:
     """`digits train --nproc N ...` is `torchrun --nproc_per_node=N -m digits train ...`."""
+    from . import distributed
     from .training import default_run_dir
 
     argv = args.argv[args.argv.index("train") + 1:]  # workers see WORLD_SIZE and ignore --nproc
@@ -94,38 +95,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{result['model']} on {result['dataset']} test set ({result['count']:,} images)")
-    for column in ("class", "precision", "recall", "f1", "support"):
-        table.add_column(column, justify="right")
     per_class = result["per_class"]
-    for i, name in enumerate(result["classes"]):
-        table.add_row(name, *(f"{per_class[k][i]:.4f}" for k in ("precision", "recall", "f1")),
-                      str(per_class["support"][i]))
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"accuracy {result['accuracy']:.4f} — loss {result['loss']:.4f}")
-    console.print(f"wrote {result['files']['confusion']} and {result['files']['mistakes']}")
+    rows = [{"class": name, **{k: per_class[k][i] for k in per_class}} for i, name in enumerate(result["classes"])]
+    score = "{:.4f}".format
+    _print_table(f"{result['model']} on {result['dataset']} test set ({result['count']:,} images)", rows, {
+        "class": ("class", str), "precision": ("precision", score), "recall": ("recall", score),
+        "f1": ("f1", score), "support": ("support", "{:,}".format)})
+    print(f"accuracy {result['accuracy']:.4f} — loss {result['loss']:.4f}")
+    print(f"wrote {result['files']['confusion']} and {result['files']['mistakes']}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     from .models import count_parameters, create_model, list_models
 
-    table = Table(title="Model zoo")
-    for column in ("name", "parameters", "recipe", "description"):
-        table.add_column(column)
-    for entry in list_models():
-        r = entry.recipe
-        recipe = (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {r.epochs} epochs"
-                  f"{', ' + r.schedule if r.schedule != 'constant' else ''}"
-                  f"{', augmented' if r.augment else ''}, {'normalized' if r.normalize else 'raw 0–255'} input")
-        table.add_row(entry.name, f"{count_parameters(create_model(entry.name)):,}", recipe, entry.description)
-    Console().print(table)
+    def recipe(r) -> str:
+        return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {r.epochs} epochs"
+                f"{', ' + r.schedule if r.schedule != 'constant' else ''}"
+                f"{', augmented' if r.augment else ''}, {'normalized' if r.normalize else 'raw 0–255'} input")
+
+    rows = [{"name": e.name, "parameters": count_parameters(create_model(e.name)), "recipe": recipe(e.recipe),
+             "description": e.description} for e in list_models()]
+    _print_table("Model zoo", rows, {"name": ("name", str), "parameters": ("parameters", "{:,}".format),
+                                     "recipe": ("recipe", str), "description": ("description", str)})
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -214,21 +205,14 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     from .report import compare_runs
 
     rows = compare_runs(args.run_dirs, args.out)
-    table = Table(title="Runs compared (accuracy and loss: validation at the last epoch)")
-    for column in ("run", "model", "epochs", "accuracy", "loss", "training time", "parameters"):
-        table.add_column(column, justify="left" if column in ("run", "model") else "right")
-    for r in rows:
-        table.add_row(r["run"], r["model"], str(r["epochs"]), f"{r['accuracy']:.2%}", f"{r['loss']:.4f}",
-                      f"{r['seconds']:.1f} s", f"{r['parameters']:,}")
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"wrote {args.out}")
+    _print_table("Runs compared (accuracy and loss: validation at the last epoch)", rows, {
+        "run": ("run", str), "model": ("model", str), "epochs": ("epochs", "{}".format),
+        "accuracy": ("accuracy", "{:.2%}".format), "loss": ("loss", "{:.4f}".format),
+        "seconds": ("training time", "{:.1f} s".format), "parameters": ("parameters", "{:,}".format)})
+    print(f"wrote {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:

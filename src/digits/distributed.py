@@ -121,6 +121,8 @@ def launch(nproc: int, train_args: list[str]) -> None:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id="digits",
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
                           monitor_interval=0.5)
+    if nproc > 1:  # as torchrun does: N processes of N threads each would fight over the cores
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     # The agent's own log lines would bury the one line that says what happened.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
