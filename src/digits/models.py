@@ -165,19 +165,22 @@ def conv_bn_relu(in_channels: int, out_channels: int, padding: int = 1, pool: bo
             *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(out_channels), nn.ReLU()]
 
 
-@register_model(Recipe(epochs=1, batch_size=128, lr=0.01, schedule="onecycle", normalize=True))
+@register_model(Recipe(epochs=1, batch_size=128, lr=0.01, schedule="onecycle", label_smoothing=0.1,
+                       normalize=True))
 def fast() -> nn.Module:
-    """A 17k-parameter batch-norm CNN that passes 99% in one epoch: seconds on a CPU."""
+    """A 19k-parameter batch-norm CNN that passes 99% in one epoch: seconds on a CPU."""
     return nn.Sequential(
-        *conv_bn_relu(1, 12, pool=True),  # 14×14
-        *conv_bn_relu(12, 24, pool=True),  # 7×7
+        # A strided 5×5 first layer halves the resolution without a max-pool over the
+        # largest activation, the most expensive step per image on a CPU.
+        nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(),  # 14×14
+        *conv_bn_relu(16, 24, pool=True),  # 7×7
         *conv_bn_relu(24, 48, pool=True),  # 3×3
         nn.Flatten(),
         nn.Linear(48 * 3 * 3, 10),
     )
 
 
-@register_model(Recipe(epochs=15, batch_size=128, lr=5e-3, schedule="onecycle", label_smoothing=0.1,
+@register_model(Recipe(epochs=30, batch_size=128, lr=5e-3, schedule="onecycle", label_smoothing=0.1,
                        augment=Augment(rotate=10, scale=0.1, shift=2, elastic=1.5), normalize=True))
 def best() -> nn.Module:
     """A 280k-parameter VGG-style CNN trained on distorted digits (rotation, zoom, shift, elastic)."""
