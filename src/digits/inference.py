@@ -24,7 +24,7 @@ from .files import atomic_write
 from .prepare import FIELD, Source, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
-BATCH = 4096  # digits per forward pass: large enough to keep both cores busy, small in memory
+BATCH = 2048  # digits per forward pass: enough to keep both cores busy, few enough to stay in cache
 DEFAULT_MODEL = "DIGITS_MODEL"  # environment variable naming the user's default model
 PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TRAIN_HINT = "train one with `digits train`, or pass --model CHECKPOINT"

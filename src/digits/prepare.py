@@ -92,7 +92,7 @@ def open_image(source: Source) -> Image.Image:
         with image if image is not source else contextlib.nullcontext():  # the caller's stays open
             _check_size(*image.size, name)
             if image is not source:  # JPEG decodes at 1/2–1/8 scale: a 12-MP photo in a fraction
-                image.draft(None, (WORK_SIZE, WORK_SIZE))
+                image.draft(None, (WORK_SIZE // 2, WORK_SIZE // 2))  # of the time, still ≥ WORK_SIZE/2
             image.load()  # decode now, inside the try, so a truncated file is caught here
             return ImageOps.exif_transpose(image)  # always a loaded copy
     except UnidentifiedImageError:
