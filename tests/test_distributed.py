@@ -101,3 +101,50 @@ def test_the_cuda_path_is_chosen_right_without_a_gpu(monkeypatch):
         cast = autocast(torch.device("cuda"), "bf16")
     assert cast.device == "cuda" and cast.fast_dtype == torch.bfloat16
     assert optimizer_options(torch.device("cuda")) == {"fused": True}
+
+
+def test_ensemble_members_train_side_by_side_as_they_would_one_by_one(mnist, tmp_path):
+    from digits import Dataset, TrainConfig, train
+    from digits.training import train_ensemble
+
+    data = Dataset("mnist", mnist.classes, mnist.train.take(slice(0, 2000)), mnist.test.take(slice(0, 500)))
+    config = TrainConfig(model="fast", out=tmp_path / "ensemble", report=False, threads=1)
+    folder, runs = train_ensemble(config, 3, data, verbose=False, processes=2)
+    manifest = json.loads((folder / "ensemble.json").read_text())
+    assert manifest["members"] == ["member-1/model.pt", "member-2/model.pt", "member-3/model.pt"]
+    assert [run.folder.name for run in runs] == ["member-1", "member-2", "member-3"]
+
+    # Each member is exactly the run its seed gives in this process, one after another.
+    threads = torch.get_num_threads()
+    try:
+        alone = train(TrainConfig(model="fast", seed=2, out=tmp_path / "alone", report=False, threads=1),
+                      data, verbose=False)
+    finally:
+        torch.set_num_threads(threads)  # later tests compare runs with those of other processes
+    member = load_checkpoint(folder / "member-3" / "model.pt")
+    assert member["config"]["seed"] == 2 and member["environment"]["threads"] == 1
+    assert all(torch.equal(member["state_dict"][k], v) for k, v in alone.model.state_dict().items())
+    assert runs[2].history[-1]["val_accuracy"] == alone.accuracy
+    assert len({json.dumps(run.history[-1]["val_loss"]) for run in runs}) == 3  # three different seeds
+
+
+def test_members_side_by_side_tag_their_lines(tmp_path):
+    out = tmp_path / "ensemble"
+    done = subprocess.run(digits_cmd("train", "--model", "fast", "--subset", "1000", "--no-report",
+                                     "--ensemble", "2", "--nproc", "2", "--out", str(out)),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"Training 2 members of fast, 2 at a time → {out}"
+    for member in ("member-1", "member-2"):
+        assert any(line.startswith(f"{member} | Epoch 1/1 — ") for line in lines)
+    assert lines[-1].startswith("Ensemble of 2: test accuracy ")
+    assert json.loads((out / "ensemble.json").read_text())["members"] == ["member-1/model.pt", "member-2/model.pt"]
+
+
+def test_a_failing_ensemble_member_is_one_line(tmp_path):
+    done = subprocess.run(digits_cmd("train", "--model", "fast", "--ensemble", "2", "--nproc", "2",
+                                     "--subset", "-5", "--out", str(tmp_path / "x")),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip() == "digits: error: --subset -5: give a positive number of training images"

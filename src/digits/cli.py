@@ -22,11 +22,12 @@ def cmd_train(args: argparse.Namespace) -> None:
                          report=args.report, tensorboard=args.tensorboard, holdout=args.holdout,
                          precision=args.precision, compile=args.compile,
                          target_accuracy=args.target_accuracy, time_limit=args.time_limit)
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+    under_torchrun = "WORLD_SIZE" in os.environ
+    if args.ensemble is None and (args.nproc or 1) > 1 and not under_torchrun:
         return distributed_train(args)
     with distributed.failures_reported():
-        if args.ensemble is not None:
-            train_ensemble(config, args.ensemble)
+        if args.ensemble is not None:  # --nproc N: N members at a time, each in its own process
+            train_ensemble(config, args.ensemble, processes=1 if under_torchrun else args.nproc)
         else:
             train(config)
     distributed.finish()
@@ -237,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (or the newest run of --model)")
-    p.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="train on N local processes with DistributedDataParallel (as torchrun does)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N local processes with DistributedDataParallel (as torchrun does);"
+                        " with --ensemble, train N members at a time (default: one per GPU)")
     p.add_argument("--no-report", dest="report", action="store_false", help="skip report.html at the end")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="also log to TensorBoard in DIR (pip install 'digits[tensorboard]')")

@@ -5,6 +5,9 @@ global batch: each of the N ranks takes 1/N of it from its own shard of the epoc
 order, DDP averages the gradients, so one step sees the same images and takes the same
 learning rate whatever N is. Metrics are summed across ranks; only rank 0 prints and
 writes files.
+
+The members of an ensemble exchange nothing, so they need no process group: `spawn` runs
+them side by side in plain worker processes, one per GPU where there are several.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -91,6 +94,41 @@ def local_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
     return device
+
+
+def default_processes(device: torch.device) -> int:
+    """How many ensemble members train at once by default: one per GPU, else one."""
+    return max(1, torch.cuda.device_count()) if device.type == "cuda" and device.index is None else 1
+
+
+def spawn(function: Callable[..., None], args: tuple, processes: int) -> None:
+    """Run ``function(worker, *args)`` in ``processes`` fresh processes and wait for all.
+
+    Worker w sees LOCAL_RANK=w, as under torchrun, so on a machine with several GPUs it
+    takes its own (local_device), and gets an equal share of the CPU threads. A failing
+    worker ends them all; its DigitsError comes back here as the same one line.
+    """
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    errors = mp.get_context("spawn").SimpleQueue()
+    threads = max(1, torch.get_num_threads() // processes)
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # our one line says it
+    try:
+        mp.start_processes(_worker, (function, args, errors, threads), nprocs=processes, start_method="spawn")
+    except ProcessException as e:
+        raise DigitsError(errors.get() if not errors.empty() else
+                          f"worker process {e.error_index} failed (pid {e.pid})") from None
+
+
+def _worker(index: int, function: Callable[..., None], args: tuple, errors, threads: int) -> None:
+    os.environ["LOCAL_RANK"] = str(index)
+    torch.set_num_threads(threads)
+    try:
+        function(index, *args)
+    except DigitsError as e:
+        errors.put(str(e))
+        sys.exit(1)
 
 
 def finish() -> None:

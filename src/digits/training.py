@@ -11,6 +11,7 @@ import json
 import io
 import math
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -23,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import distributed
-from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, save_checkpoint
+from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model, save_checkpoint
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
@@ -200,7 +201,7 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
         console.print(f"Resuming {folder} after epoch {len(history)}/{recipe.epochs}")
     else:
         console.print(f"Training {config.model} ({count_parameters(model):,} parameters) on "
-                      f"{data.name}: {len(labels):,} images, {recipe.epochs} epochs, batch "
+                      f"{data.name}: {len(labels):,} images, {recipe.epochs} epoch{'s' * (recipe.epochs > 1)}, batch "
                       f"{recipe.batch_size}, lr {recipe.lr:g}, {device.type} {precision}"
                       f"{f', {world.size} processes' if world.size > 1 else ''} → {folder}")
     if world.is_main:
@@ -297,22 +298,32 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
 
 
 def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = None,
-                   verbose: bool = True) -> tuple[Path, list[Run]]:
+                   verbose: bool = True, processes: int | None = None) -> tuple[Path, list[Run]]:
     """Train ``members`` ordinary runs with seeds seed, seed + 1, … into FOLDER/member-k/, then
     write FOLDER/ensemble.json naming them; `load_model(FOLDER)` averages their probabilities.
 
-    With ``resume``, finished members are kept and an interrupted one continues."""
+    ``processes`` members train at once, each in its own process (default: one per GPU,
+    else one). With ``resume``, finished members are kept and interrupted ones continue."""
     if members < 1:
         raise DigitsError(f"--ensemble {members}: give a positive number of members")
+    device = resolve_device(config.device)
+    processes = processes or distributed.default_processes(device)
+    if processes < 1:
+        raise DigitsError(f"--nproc {processes}: give a number of processes ≥ 1")
     folder = Path(config.out) if config.out else default_run_dir(f"{config.model}-ensemble{members}")
     data = data or load_dataset(config.dataset, config.data_dir)
-    runs = []
-    for k in range(members):
-        member = folder / f"member-{k + 1}"
-        runs.append(train(replace(config, seed=config.seed + k, out=member,
-                                  resume=config.resume and (member / "model.pt").is_file()), data, verbose))
+    configs = [replace(config, seed=config.seed + k, out=folder / f"member-{k + 1}") for k in range(members)]
+    configs = [replace(c, resume=config.resume and (c.out / "model.pt").is_file()) for c in configs]
+    if processes == 1:
+        runs = [train(member, data, verbose) for member in configs]
+    else:
+        processes = min(processes, members)
+        if verbose:
+            print(f"Training {members} members of {config.model}, {processes} at a time → {folder}", flush=True)
+        distributed.spawn(_train_members, (configs, data, processes, verbose), processes)
+        runs = [_finished_run(member.out) for member in configs]
     validation = split_for_training(data, config.subset, config.holdout)[1]
-    accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, resolve_device(config.device)).accuracy
+    accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, device).accuracy
     manifest = {"model": config.model, "members": [f"member-{k + 1}/model.pt" for k in range(members)],
                 "member_accuracy": [run.accuracy for run in runs], "accuracy": accuracy}
     atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -320,6 +331,33 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
               f" (members {', '.join(f'{a:.2%}' for a in manifest['member_accuracy'])}) — {folder}")
     return folder, runs
+
+
+def _train_members(worker: int, configs: list[TrainConfig], data: Dataset, processes: int, verbose: bool) -> None:
+    """Ensemble worker ``worker`` of ``processes`` trains members worker, worker + processes, …"""
+    for config in configs[worker::processes]:
+        sys.stdout = _Tagged(sys.__stdout__, f"{Path(config.out).name} | ")  # members share the terminal
+        train(config, data, verbose)
+
+
+class _Tagged(io.TextIOBase):
+    """A text stream that starts every line with a tag (and, not being a terminal, gets no
+    live progress bars, which several processes cannot share)."""
+
+    def __init__(self, stream: io.TextIOBase, tag: str):
+        self.stream, self.tag, self.line_start = stream, tag, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            self.stream.write(self.tag + piece if self.line_start else piece)
+            self.line_start = piece.endswith("\n")
+        self.stream.flush()
+        return len(text)
+
+
+def _finished_run(folder: Path) -> Run:
+    model, payload = load_model(folder / "model.pt")
+    return Run(folder, model, payload["history"])
 
 
 def environment(device: torch.device) -> dict[str, Any]:
