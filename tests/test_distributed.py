@@ -116,11 +116,9 @@ def test_ensemble_members_train_side_by_side_as_they_would_one_by_one(mnist, tmp
 
     # Each member is exactly the run its seed gives in this process, one after another.
     threads = torch.get_num_threads()
-    try:
-        alone = train(TrainConfig(model="fast", seed=2, out=tmp_path / "alone", report=False, threads=1),
-                      data, verbose=False)
-    finally:
-        torch.set_num_threads(threads)  # later tests compare runs with those of other processes
+    alone = train(TrainConfig(model="fast", seed=2, out=tmp_path / "alone", report=False, threads=1),
+                  data, verbose=False)
+    assert torch.get_num_threads() == threads  # the caller's setting is back
     member = load_checkpoint(folder / "member-3" / "model.pt")
     assert member["config"]["seed"] == 2 and member["environment"]["threads"] == 1
     assert all(torch.equal(member["state_dict"][k], v) for k, v in alone.model.state_dict().items())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -60,6 +61,19 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if bf16_is_native(device) else "fp32"
     return name
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """PyTorch uses ``count`` CPU threads inside the block (None: its own choice), and what it
+    used before after it: the setting is global to the process."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from . import distributed
 from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model, save_checkpoint
 from .data import Dataset, Split, load_dataset
-from .engine import (as_batch, autocast, maybe_compile, optimizer_options, prepare_model,
+from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
@@ -134,6 +134,11 @@ def latest_run_dir(model: str | None = None) -> Path | None:
 
 def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True) -> Run:
     """Train a zoo model as configured; writes checkpoint, history and curves to the run folder."""
+    with cpu_threads(config.threads):
+        return _train(config, data, verbose)
+
+
+def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     from rich.console import Console
 
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
@@ -174,8 +179,6 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
     world = distributed.init(device)
     console.quiet = console.quiet or not world.is_main  # one voice: rank 0's
     precision = resolve_precision(config.precision, device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     data = data or load_dataset(config.dataset, config.data_dir)
     train_split, validation = split_for_training(data, config.subset, config.holdout)
     images, labels = to_device(train_split.images, device), to_device(train_split.labels, device)
