@@ -8,7 +8,9 @@ import torch
 
 from digits import Dataset, DigitsError, TrainConfig, train
 from digits.augment import Augment
-from digits.engine import (as_batch, autocast, cpu_has_bf16, maybe_compile, resolve_precision)
+from digits.engine import (CPU_PASS_BYTES, GPU_PASS, as_batch, autocast, cpu_has_bf16, inference_batch_size,
+                           maybe_compile, resolve_precision)
+from digits.models import create_model
 from digits.evaluation import predict_logits
 
 CPU = torch.device("cpu")
@@ -72,3 +74,19 @@ def test_bf16_and_fp32_predictions_of_a_trained_model_agree(mnist: Dataset, tmp_
     with autocast(CPU, "bf16"):
         bf16 = predict_logits(run.model, mnist.test.images).argmax(1)
     assert (fp32 == bf16).float().mean() >= 0.995
+
+
+def test_forward_passes_on_a_cpu_keep_the_largest_activation_cache_sized():
+    seed, fast = create_model("seed"), create_model("fast")
+    # seed's largest activation is its first convolution's output, 64 × 26 × 26 fp32 per image.
+    assert inference_batch_size(seed, CPU) == CPU_PASS_BYTES // (64 * 26 * 26 * 4)
+    assert inference_batch_size(fast, CPU) > 4 * inference_batch_size(seed, CPU)
+    assert inference_batch_size(seed, torch.device("cuda")) == GPU_PASS
+    assert seed.training  # measuring switched modes only for its one-image pass
+
+
+def test_predictions_do_not_depend_on_the_size_of_the_forward_passes(learned):
+    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8)
+    chosen = predict_logits(learned.model, images)
+    assert torch.allclose(predict_logits(learned.model, images, batch_size=7), chosen, atol=1e-5)
+    assert torch.allclose(predict_logits(learned.model, images[:, None].float()), chosen, atol=1e-5)

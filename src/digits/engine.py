@@ -10,6 +10,7 @@ falling back to eager execution if compilation fails.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,12 @@ from torch import nn
 from .errors import DigitsError
 
 PRECISIONS = ("auto", "bf16", "fp32")
+# Bytes of a model's largest activation per forward pass when predicting on a CPU: about what
+# stays in cache. Measured on 2 cores: the seed CNN classified 5,500 test digits/s in passes of
+# 32 (5.3 MiB) against 2,400/s in passes of 2,000; `fast` 36,800/s at 256 against 26,700/s.
+CPU_PASS_BYTES = 6 * 2**20
+GPU_PASS = 2048  # images per forward pass on a GPU, which wants large ones
+_pass_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -95,6 +102,28 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 def as_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) images as the float (N, 1, 28, 28) channels-last batch models take."""
     return images.unsqueeze(1).float().contiguous(memory_format=torch.channels_last)
+
+
+def inference_batch_size(model: nn.Module, device: torch.device) -> int:
+    """Images per forward pass when predicting many: on a CPU, as many as keep the model's
+    largest activation within CPU_PASS_BYTES (memory traffic, not arithmetic, limits a pass
+    whose activations leave the cache); on a GPU, GPU_PASS. Measured once per model, with a
+    one-image pass in evaluation mode."""
+    if device.type != "cpu":
+        return GPU_PASS
+    if model not in _pass_sizes:
+        sizes, training = [0], model.training
+        record = lambda module, inputs, out: sizes.append(out.numel() * out.element_size())  # noqa: E731
+        hooks = [m.register_forward_hook(record) for m in model.modules() if not any(m.children())]
+        try:
+            with torch.inference_mode():
+                model.eval()(torch.zeros(1, 1, 28, 28, device=device))
+        finally:
+            model.train(training)
+            for hook in hooks:
+                hook.remove()
+        _pass_sizes[model] = max(16, CPU_PASS_BYTES // max(sizes))
+    return _pass_sizes[model]
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -24,7 +24,7 @@ from .files import atomic_write
 from .prepare import FIELD, Source, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
-BATCH = 2048  # digits per forward pass: enough to keep both cores busy, few enough to stay in cache
+ONNX_BATCH = 2048  # digits per ONNX Runtime call
 DEFAULT_MODEL = "DIGITS_MODEL"  # environment variable naming the user's default model
 PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TRAIN_HINT = "train one with `digits train`, or pass --model CHECKPOINT"
@@ -68,7 +68,7 @@ class TorchBackend:
         from .evaluation import predict_logits
 
         with autocast(self.device, self.precision):
-            return predict_logits(self.model, torch.from_numpy(batch), BATCH, self.device).numpy()
+            return predict_logits(self.model, torch.from_numpy(batch), device=self.device).numpy()
 
 
 class OnnxBackend:
@@ -95,7 +95,7 @@ class OnnxBackend:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         x = batch[:, None].astype(np.float32)
-        out = [self.session.run(None, {self.input: x[i:i + BATCH]})[0] for i in range(0, len(x), BATCH)]
+        out = [self.session.run(None, {self.input: x[i:i + ONNX_BATCH]})[0] for i in range(0, len(x), ONNX_BATCH)]
         return np.concatenate(out) if out else np.empty((0, 10), np.float32)
 
 
