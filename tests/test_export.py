@@ -125,3 +125,11 @@ def test_export_command_errors_are_one_line(learned, tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing.pt")]) == 2
     assert capsys.readouterr().err == f"digits: error: {tmp_path / 'missing.pt'}: no such checkpoint\n"
     assert not list(tmp_path.iterdir())
+
+
+def test_only_a_checkpoint_has_a_pytorch_network_behind_it(exported):
+    from torch import nn
+
+    checkpoint, path, _ = exported
+    assert isinstance(digits.load(checkpoint).network, nn.Module)
+    assert digits.load(path).network is None

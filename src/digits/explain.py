@@ -86,13 +86,13 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
     """Predict one picture and draw why, in one PNG: the prepared 28×28 input, the saliency over
     it and the probabilities. ``model`` defaults to `digits.load`'s default model; ``out`` to
     ``<picture>-explained.png`` beside the picture."""
-    from .inference import _digit_record, load
+    from .inference import digit_record, load
 
     path = Path(path)
     out = Path(out) if out else path.with_name(f"{path.stem}-explained.png")
     classifier = load(model)
-    network = getattr(classifier.backend_, "model", None)
-    if not isinstance(network, nn.Module):
+    network = classifier.network
+    if network is None:
         raise DigitsError(f"{classifier.info['source']}: explaining needs the PyTorch checkpoint, not an ONNX "
                           "export — pass --model CHECKPOINT.pt")
     prepared = classifier.prepare(path)
@@ -105,5 +105,5 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
         save(figure, out)
     except OSError as e:
         raise DigitsError(f"{out}: cannot write ({e.strerror}) — choose another --out") from None
-    return {"file": str(path), **_digit_record(probabilities), "model": classifier.info["source"],
+    return {"file": str(path), **digit_record(probabilities), "model": classifier.info["source"],
             "picture": str(out)}

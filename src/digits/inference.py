@@ -94,8 +94,8 @@ class OnnxBackend:
         self.info = json.loads(self.session.get_modelmeta().custom_metadata_map.get("digits", "{}"))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        x = batch[:, None].astype(np.float32)
-        out = [self.session.run(None, {self.input: x[i:i + ONNX_BATCH]})[0] for i in range(0, len(x), ONNX_BATCH)]
+        out = [self.session.run(None, {self.input: batch[i:i + ONNX_BATCH, None].astype(np.float32)})[0]
+               for i in range(0, len(batch), ONNX_BATCH)]
         return np.concatenate(out) if out else np.empty((0, 10), np.float32)
 
 
@@ -201,6 +201,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
         backend = self._backend()
         return {**backend.info, "backend": backend.name, "precision": backend.precision,
                 "source": str(self.source_)}
+
+    @property
+    def network(self) -> Any:
+        """The PyTorch module behind a classifier loaded from a checkpoint; None for an ONNX file."""
+        return getattr(self._backend(), "model", None)
 
     def _backend(self) -> TorchBackend | OnnxBackend:
         if not hasattr(self, "backend_"):
@@ -332,7 +337,7 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
                     seen = record.pop("images")
                 else:
                     seen = [classifier.prepare(file)]
-                    record = _digit_record(classifier.predict_prepared(seen[0][None])[0])
+                    record = digit_record(classifier.predict_prepared(seen[0][None])[0])
             except DigitsError as e:
                 yield {"file": str(file), "error": str(e)}
                 continue
@@ -343,7 +348,8 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
             yield {"file": str(file), **record}
 
 
-def _digit_record(p: np.ndarray) -> dict[str, Any]:
+def digit_record(p: np.ndarray) -> dict[str, Any]:
+    """What `digits predict --json` says of one digit's probabilities: digit, confidence, top 3."""
     top = np.argsort(-p)[:3]
     return {"digit": int(top[0]), "confidence": round(float(p[top[0]]), 6),
             "top3": [{"digit": int(d), "probability": round(float(p[d]), 6)} for d in top],
