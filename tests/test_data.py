@@ -43,6 +43,7 @@ def test_idx_round_trip(tmp_path, kind, compress):
 
     back = read_idx(path)
     assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.flags.writeable  # the caller's own array, as np.load would give
     np.testing.assert_array_equal(back, array)
 
 

@@ -41,9 +41,10 @@ def test_single_process_world_is_a_no_op():
 
 
 def test_two_process_run_learns_and_writes_once(tmp_path):
-    out = tmp_path / "run"
+    out, temporary = tmp_path / "run", tmp_path / "tmp"
+    temporary.mkdir()
     done = subprocess.run(digits_cmd("train", *TRAIN, "--epochs", "2", "--nproc", "2", "--out", str(out)),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(temporary)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 processes" in done.stdout
     assert done.stdout.count("Epoch 2/2 —") == 1  # only rank 0 speaks
@@ -53,6 +54,7 @@ def test_two_process_run_learns_and_writes_once(tmp_path):
     assert history[-1]["val_accuracy"] >= 0.90
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".pt", ".json")) == ["history.json", "model.pt"]
     assert load_checkpoint(out / "model.pt")["history"] == history
+    assert not list(temporary.glob("torchelastic_*")) + list(temporary.glob("digits-launch-*"))  # cleaned up
 
 
 def test_killed_rank_fails_clearly_and_the_run_resumes(tmp_path):

@@ -221,6 +221,7 @@ def test_micro_batcher_gathers_waiting_requests_into_one_pass(classifier, mnist)
 def test_metrics(client, seven_png):
     client.post("/predict", content=seven_png, headers={"Content-Type": "image/png"})
     client.post("/predict", content=b"hello", headers={"Content-Type": "text/plain"})
+    client.post("/predict", json={"pixels": [[1, 2], [3, 4]]})  # not 28×28
     answer = client.get("/metrics")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
     text = answer.text
@@ -233,6 +234,7 @@ def test_metrics(client, seven_png):
     assert value('digits_requests_total{endpoint="/predict",status="200"}') >= 1
     assert value('digits_requests_total{endpoint="/predict",status="415"}') >= 1
     assert value('digits_errors_total{kind="unsupported_media_type"}') >= 1
+    assert value('digits_errors_total{kind="unprocessable_content"}') >= 1  # the same on every Python
     assert value('digits_request_duration_seconds_count{endpoint="/predict"}') >= 2
     assert value('digits_request_duration_seconds_bucket{endpoint="/predict",le="+Inf"}') >= 2
     assert value("digits_forward_batch_size_count") >= 1

@@ -105,7 +105,7 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
             f"{source}: IDX file is {len(data)} bytes but its header {shape} needs {expected}"
             " — the file is truncated or corrupt")
     array = np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape)
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    return array.astype(dtype.newbyteorder("="))  # a copy: native byte order, and writable
 
 
 def read_idx(path: str | Path) -> np.ndarray:

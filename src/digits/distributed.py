@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -151,20 +152,24 @@ def failures_reported() -> Iterator[None]:
 
 def launch(nproc: int, train_args: list[str]) -> None:
     """Run `digits train ARGS` on nproc local processes, as torchrun would."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
         raise DigitsError(f"--nproc {nproc}: give a number of processes ≥ 1")
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id="digits",
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
-                          monitor_interval=0.5)
     if nproc > 1:  # as torchrun does: N processes of N threads each would fight over the cores
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     # The agent's own log lines would bury the one line that says what happened.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     try:
-        elastic_launch(config, sys.executable)("-m", "digits", "train", *train_args)
+        # The agent keeps its per-run files (error reports of failed ranks) in a folder of its
+        # own, which it would leave behind in the temporary directory after every run.
+        with tempfile.TemporaryDirectory(prefix="digits-launch-") as agent_files:
+            config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id="digits",
+                                  rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
+                                  monitor_interval=0.5, logs_specs=DefaultLogsSpecs(log_dir=agent_files))
+            elastic_launch(config, sys.executable)("-m", "digits", "train", *train_args)
     except ChildFailedError as e:
         # Ranks the agent stopped itself (SIGTERM) only followed the one that failed.
         failures = {r: f for r, f in e.failures.items() if f.exitcode != -signal.SIGTERM} or e.failures

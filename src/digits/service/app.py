@@ -18,7 +18,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -99,6 +98,11 @@ class Number(BaseModel):
 
 
 PROBLEMS = {status: {"model": Problem} for status in (400, 413, 415, 422)}
+# digits_errors_total's kinds, named here rather than from http.HTTPStatus, whose phrases
+# change between Python versions (413 and 422 did in 3.13) and would rename the series.
+ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "content_too_large",
+               415: "unsupported_media_type", 422: "unprocessable_content", 500: "internal_server_error",
+               503: "service_unavailable"}
 
 
 class Metrics:
@@ -124,7 +128,7 @@ class Metrics:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
         if status >= 400:
-            self.errors.labels(HTTPStatus(status).phrase.lower().replace(" ", "_")).inc()
+            self.errors.labels(ERROR_KINDS.get(status, f"http_{status}")).inc()
 
     def exposition(self) -> bytes:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
