@@ -85,6 +85,10 @@ BAD_INPUTS = {
     "unknown dataset": (["train", "--dataset", "nope", "--out", "{tmp}/run"], "unknown dataset 'nope'"),
     "unknown dataset for data": (["data", "--dataset", "nope"], "unknown dataset 'nope'"),
     "bad subset": (["train", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
+    "not a number": (["train", "--epochs", "ten", "--out", "{tmp}/run"], "argument --epochs: invalid int value"),
+    "unknown option": (["evaluate", "{tmp}/x.pt", "--fast"], "unrecognized arguments: --fast"),
+    "no command": ([], "the following arguments are required: COMMAND"),
+    "bad port": (["serve", "--port", "abc"], "see `digits serve --help`"),
 }
 
 

@@ -328,6 +328,14 @@ def test_two_files_to_predict_asks_for_the_batch_endpoint(client, seven_png):
     assert answer.status_code == 422 and "/predict/batch" in answer.json()["detail"]
 
 
+@pytest.mark.parametrize("count", [MAX_IMAGES + 1, 3 * MAX_IMAGES])
+def test_a_form_of_too_many_files_is_too_large_however_many(client, seven, count):
+    small = png(seven)  # the 28×28 digit: many files, a small body
+    answer = client.post("/predict/batch", files=[("image", ("a.png", small, "image/png"))] * count)
+    assert answer.status_code == 413 and f"at most {MAX_IMAGES}" in answer.json()["detail"]
+    still_healthy(client)
+
+
 def test_streamed_body_over_the_limit(client):
     # no Content-Length: the limit has to be enforced while the body arrives
     def chunks() -> Iterator[bytes]:

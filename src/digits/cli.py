@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+from typing import NoReturn
 
 from .errors import DigitsError
 
@@ -216,8 +217,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"digits: error: {message} — see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="digits", description="Train, evaluate and serve handwritten-digit classifiers.")
+    parser = Parser(prog="digits", description="Train, evaluate and serve handwritten-digit classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_options(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:

@@ -35,6 +35,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DigitsError
 
@@ -305,9 +306,15 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
     """What a request asks about: picture bytes to prepare, or 28×28 arrays ready for the model."""
     kind = media_type(request)
     if kind == "multipart/form-data":
-        async with request.form(max_files=MAX_IMAGES + 1, max_fields=MAX_IMAGES + 1) as form:
-            files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-            pictures = [await file.read() for file in files]
+        try:
+            async with request.form(max_files=MAX_IMAGES + 1, max_fields=MAX_IMAGES + 1) as form:
+                files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+                pictures = [await file.read() for file in files]
+        except StarletteHTTPException as e:  # Starlette stops reading at max_files with a 400 of its own
+            if "too many files" not in str(e.detail).lower():
+                raise
+            raise HTTPException(413 if many else 422, f"over {MAX_IMAGES} pictures in one request; "
+                                + (f"at most {MAX_IMAGES}" if many else "send one, or use /predict/batch")) from None
         if not pictures:
             raise HTTPException(422, "the form holds no file — send the picture as a file field named image")
     elif kind == "application/json" or kind.endswith("+json"):
