@@ -22,8 +22,8 @@ from .errors import DigitsError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # Bytes of a model's largest activation per forward pass when predicting on a CPU: about what
-# stays in cache. Measured on 2 cores: the seed CNN classified 5,500 test digits/s in passes of
-# 32 (5.3 MiB) against 2,400/s in passes of 2,000; `fast` 36,800/s at 256 against 26,700/s.
+# stays in cache. On 2 cores (benchmarks/forward_pass_size.py) the seed CNN classified 5,633
+# test digits/s this way (36 a pass) against 3,012/s in passes of 2,000; `best` 3,704 against 2,621.
 CPU_PASS_BYTES = 6 * 2**20
 GPU_PASS = 2048  # images per forward pass on a GPU, which wants large ones
 _pass_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
