@@ -347,6 +347,27 @@ def test_streamed_body_over_the_limit(client):
     still_healthy(client)
 
 
+def test_a_body_that_trickles_in_is_cut_off_and_a_slow_model_is_not(classifier, seven_png):
+    with running(create_app(classifier, body_seconds=1.0)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(seven_png) + seven_png[:100])
+            started, answer = time.monotonic(), b""
+            while b"}" not in answer:  # the JSON body may come in a packet of its own
+                piece = slow.recv(4096)
+                assert piece, f"the server closed the connection without an answer: {answer!r}"
+                answer += piece
+            assert time.monotonic() - started < 5
+        head, _, body = answer.decode().partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in body
+        with httpx.Client(base_url=base, timeout=30) as client:
+            # A whole body sent at once is read however long the request then takes.
+            answer = client.post("/predict", content=seven_png, headers={"Content-Type": "image/png"})
+            assert answer.status_code == 200 and answer.json()["digit"] == 7
+            still_healthy(client)
+
+
 def test_wrong_method_and_unknown_path(client):
     assert client.get("/predict").status_code == 405
     assert client.get("/nowhere").status_code == 404

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request body
+BODY_SECONDS = 30.0  # a request body must have arrived whole this long after the request began
 MAX_IMAGES = 64  # pictures in one /predict/batch request
 MAX_BATCH = 64  # images in one forward pass of the micro-batcher
 DECODERS = 4  # pictures read at once: a flood of large photos queues instead of filling memory
@@ -98,12 +99,12 @@ class Number(BaseModel):
     model: str
 
 
-PROBLEMS = {status: {"model": Problem} for status in (400, 413, 415, 422)}
+PROBLEMS = {status: {"model": Problem} for status in (400, 408, 413, 415, 422)}
 # digits_errors_total's kinds, named here rather than from http.HTTPStatus, whose phrases
 # change between Python versions (413 and 422 did in 3.13) and would rename the series.
-ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "content_too_large",
-               415: "unsupported_media_type", 422: "unprocessable_content", 500: "internal_server_error",
-               503: "service_unavailable"}
+ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+               413: "content_too_large", 415: "unsupported_media_type", 422: "unprocessable_content",
+               500: "internal_server_error", 503: "service_unavailable"}
 
 
 class Metrics:
@@ -164,34 +165,44 @@ class MeasureRequests:
 
 
 class LimitBody:
-    """ASGI middleware: refuses a request body over max_bytes, declared or streamed, with 413.
+    """ASGI middleware: refuses a request body over max_bytes, declared or streamed, with 413,
+    and one that has not arrived whole within max_seconds with 408 — a client that trickles
+    its body in would otherwise hold its connection and its buffers for as long as it likes.
 
     (Starlette's own limit answers a declared oversize body in plain text, unlike every other
     error of this API.)
     """
 
-    def __init__(self, app: Callable, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Callable, max_bytes: int, max_seconds: float) -> None:
+        self.app, self.max_bytes, self.max_seconds = app, max_bytes, max_seconds
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = int(dict(scope["headers"]).get(b"content-length", 0))
-        received = 0
+        received, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + self.max_seconds
         too_large = HTTPException(413, f"the request body is over the {self.max_bytes:,}-byte limit"
                                        " — send a smaller picture")
 
-        async def receive_within_limit() -> dict:
-            nonlocal received
+        async def receive_within_limits() -> dict:
+            nonlocal received, complete
             if declared > self.max_bytes:
                 raise too_large
-            message = await receive()
+            if complete:  # after the body, only a disconnect can come: no deadline for it
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.max_seconds:g} s"
+                                         " — send it all at once") from None
             received += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
             if received > self.max_bytes:
                 raise too_large
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        await self.app(scope, receive_within_limits, send)
 
 
 class MicroBatcher:
@@ -355,7 +366,8 @@ def orjson_response(content: Any) -> Response:
 
 # --- the app ----------------------------------------------------------------------------
 
-def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int = MAX_BODY) -> FastAPI:
+def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int = MAX_BODY,
+               body_seconds: float = BODY_SECONDS) -> FastAPI:
     """The service over a loaded digits Classifier (see digits.load)."""
     metrics = Metrics()
     batcher = MicroBatcher(classifier.predict_prepared, max_batch, metrics)
@@ -370,7 +382,7 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
 
     app = FastAPIOffline(title="digits", redoc_url=None, lifespan=lifespan,
                          description="Reads handwritten digits. The drawing page is at `/`.")
-    app.add_middleware(LimitBody, max_bytes=max_body)
+    app.add_middleware(LimitBody, max_bytes=max_body, max_seconds=body_seconds)
     app.add_middleware(MeasureRequests, metrics=metrics)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
