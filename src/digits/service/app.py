@@ -313,6 +313,12 @@ def json_item(item: Any) -> bytes | np.ndarray:
     return pixels_array(item["pixels"]) if "pixels" in item else base64_picture(item["image"])
 
 
+def too_many(count: int | str, many: bool) -> HTTPException:
+    """A batch over the limit is too large (413); /predict takes one picture (422)."""
+    return HTTPException(413 if many else 422, f"{count} pictures in one request; "
+                         + (f"at most {MAX_IMAGES}" if many else "send one, or use /predict/batch"))
+
+
 async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray]:
     """What a request asks about: picture bytes to prepare, or 28×28 arrays ready for the model."""
     kind = media_type(request)
@@ -324,8 +330,7 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
         except StarletteHTTPException as e:  # Starlette stops reading at max_files with a 400 of its own
             if "too many files" not in str(e.detail).lower():
                 raise
-            raise HTTPException(413 if many else 422, f"over {MAX_IMAGES} pictures in one request; "
-                                + (f"at most {MAX_IMAGES}" if many else "send one, or use /predict/batch")) from None
+            raise too_many(f"over {MAX_IMAGES}", many) from None
         if not pictures:
             raise HTTPException(422, "the form holds no file — send the picture as a file field named image")
     elif kind == "application/json" or kind.endswith("+json"):
@@ -344,7 +349,7 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
             if not content:
                 raise HTTPException(422, '"images" is empty — send at least one')
             if len(content) > MAX_IMAGES:  # before decoding any of them
-                raise HTTPException(413, f"{len(content)} images in one request; at most {MAX_IMAGES}")
+                raise too_many(len(content), many)
         pictures = [json_item(item) for item in (content if many else [content])]
     elif kind.startswith("image/") or kind == "application/octet-stream":
         pictures = [await request.body()]
@@ -354,8 +359,7 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
     if any(isinstance(p, bytes) and not p for p in pictures):
         raise HTTPException(400, "the picture is empty (0 bytes) — send the picture's bytes")
     if len(pictures) > (MAX_IMAGES if many else 1):
-        raise HTTPException(413 if many else 422, f"{len(pictures)} pictures in one request; "
-                            + (f"at most {MAX_IMAGES}" if many else "send one, or use /predict/batch"))
+        raise too_many(len(pictures), many)
     return pictures
 
 
