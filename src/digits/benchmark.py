@@ -22,6 +22,7 @@ import torch
 
 from .data import Dataset, Split
 from .engine import autocast, resolve_device, resolve_precision
+from .errors import DigitsError
 from .evaluation import predict_logits
 from .files import atomic_write
 from .models import count_parameters
@@ -122,6 +123,8 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
     ``subset`` trains on the first N training images only: a quicker measure of epoch time
     and images/s (accuracy is still measured on the whole test set)."""
     target = resolve_device(device)
+    if subset is not None and subset < 1:
+        raise DigitsError(f"--subset {subset}: give a positive number of training images")
     if subset:
         data = Dataset(data.name, data.classes, data.train.take(slice(0, subset)), data.test)
     rows = []

@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                          precision=args.precision, compile=args.compile,
                          target_accuracy=args.target_accuracy, time_limit=args.time_limit)
     under_torchrun = "WORLD_SIZE" in os.environ
-    if args.ensemble is None and (args.nproc or 1) > 1 and not under_torchrun:
+    if args.ensemble is None and args.nproc not in (None, 1) and not under_torchrun:
         return distributed_train(args)
     with distributed.failures_reported():
         if args.ensemble is not None:  # --nproc N: N members at a time, each in its own process

@@ -74,6 +74,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def cpu_threads(count: int | None) -> Iterator[None]:
     """PyTorch uses ``count`` CPU threads inside the block (None: its own choice), and what it
     used before after it: the setting is global to the process."""
+    if count is not None and count < 1:
+        raise DigitsError(f"--threads {count}: give a number of threads ≥ 1")
     before = torch.get_num_threads()
     if count:
         torch.set_num_threads(count)

@@ -310,7 +310,7 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     if members < 1:
         raise DigitsError(f"--ensemble {members}: give a positive number of members")
     device = resolve_device(config.device)
-    processes = processes or distributed.default_processes(device)
+    processes = distributed.default_processes(device) if processes is None else processes
     if processes < 1:
         raise DigitsError(f"--nproc {processes}: give a number of processes ≥ 1")
     folder = Path(config.out) if config.out else default_run_dir(f"{config.model}-ensemble{members}")
