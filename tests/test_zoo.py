@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from digits import Dataset, TrainConfig, create_model, evaluate_checkpoint, list_models, load_model, train
 from digits.baselines import run_baselines
-from digits.benchmark import benchmark
+from digits.benchmark import benchmark, training_flops
 from digits.checkpoint import load_checkpoint
 from digits.cli import main
 from digits.engine import autocast
@@ -131,4 +131,16 @@ def test_benchmark_measures_each_model_and_writes_json(small, tmp_path):
     assert row["model"] == "fast" and row["epochs"] == 2 and row["accuracy"] > 0.9
     assert row["seconds_per_epoch"] > 0 and row["train_images_per_s"] == pytest.approx(3000 / row["seconds_per_epoch"])
     assert row["inference_images_per_s"] > 0
+    assert row["train_mflop_per_image"] == pytest.approx(training_flops("fast") / 1e6)
+    assert row["train_gflops"] == pytest.approx(row["train_mflop_per_image"] * row["train_images_per_s"] / 1e3)
+    assert set(result["peak_gflops"]) == {row["precision"]} and result["peak_gflops"][row["precision"]] > 0
+    assert row["share_of_peak"] == pytest.approx(row["train_gflops"] / result["peak_gflops"][row["precision"]])
     assert json.loads((tmp_path / "bench.json").read_text()) == result
+
+
+def test_training_flops_count_forward_and_backward():
+    # The seed CNN's multiply-adds per image: conv 1→64 at 26×26, conv 64→32 at 24×24, dense 4608→10.
+    conv1, conv2, dense = 26 * 26 * 64 * 9, 24 * 24 * 32 * 64 * 9, 32 * 12 * 12 * 10
+    forward = 2 * (conv1 + conv2 + dense)
+    # Backward is twice the forward work, less the first layer's gradient for its input, the pixels.
+    assert training_flops("seed") == 3 * forward - 2 * conv1

@@ -6,6 +6,11 @@ only), training images per second, the training time at which test accuracy firs
 99.0% and 99.5%, the final accuracy, and inference images per second. When TensorFlow and
 Keras are importable, the Keras tutorial's own model and code train on the same data in the
 same run, so the seed CNN's epoch time can be compared as a ratio on equal terms.
+
+To show how close each model runs to what the machine can do, it also counts the work of
+one training step per image (forward and backward, as PyTorch's flop counter counts it),
+the rate training achieved, and the rate of a large matrix product on the same device at
+the same precision: the practical peak.
 """
 
 from __future__ import annotations
@@ -21,14 +26,37 @@ from typing import Any
 import torch
 
 from .data import Dataset, Split
-from .engine import autocast, resolve_device, resolve_precision
+from .engine import autocast, cpu_threads, resolve_device, resolve_precision
 from .errors import DigitsError
 from .evaluation import predict_logits
 from .files import atomic_write
-from .models import count_parameters
+from .models import count_parameters, create_model
 from .training import Run, TrainConfig, train
 
 TARGETS = (0.99, 0.995)
+PEAK_SIZE = 2048  # the matrix product that measures the peak: large enough to run at full speed
+
+
+def training_flops(name: str) -> float:
+    """Floating-point operations of one training step per image of a zoo model, forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, images = create_model(name), torch.zeros(16, 1, 28, 28)
+    with FlopCounterMode(display=False) as counter:
+        model(images).sum().backward()
+    return counter.get_total_flops() / len(images)
+
+
+def peak_gflops(device: torch.device, precision: str, repeats: int = 5) -> float:
+    """GFLOP/s of a PEAK_SIZE² matrix product (median of ``repeats``), at ``precision``."""
+    a, b = (torch.randn(PEAK_SIZE, PEAK_SIZE, device=device) for _ in range(2))
+    seconds = []
+    for _ in range(repeats + 1):  # the first product warms up and is not counted
+        tick = time.perf_counter()
+        with autocast(device, precision):
+            (a @ b).sum().item()  # .item() waits for a GPU to finish
+        seconds.append(time.perf_counter() - tick)
+    return 2 * PEAK_SIZE**3 / statistics.median(seconds[1:]) / 1e9
 
 
 def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.device, precision: str,
@@ -46,9 +74,11 @@ def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.d
 
 def model_row(run: Run, data: Dataset, device: torch.device, precision: str) -> dict[str, Any]:
     seconds = statistics.median(h["seconds"] for h in run.history)
+    flops = training_flops(run.model.name)
     return {"model": run.model.name, "parameters": count_parameters(run.model), "precision": precision,
             "epochs": len(run.history), "seconds_per_epoch": seconds,
             "train_images_per_s": len(data.train) / seconds,
+            "train_mflop_per_image": flops / 1e6, "train_gflops": flops * len(data.train) / seconds / 1e9,
             **{f"time_to_{t:.1%}": run.time_to(t) for t in TARGETS},
             "training_seconds": run.history[-1]["elapsed"], "accuracy": run.accuracy,
             "inference_images_per_s": inference_rate(run.model, data.test.images, device, precision)}
@@ -101,9 +131,11 @@ def keras_row(data: Dataset, epochs: int) -> dict[str, Any] | None:
         tick = time.perf_counter()
         model.predict(x_test, batch_size=1000, verbose=0)
         predict.append(time.perf_counter() - tick)
+    flops = training_flops("seed")  # the same network, layer for layer
     return {"model": "keras tutorial", "keras": keras.__version__, "parameters": model.count_params(),
             "precision": "fp32", "epochs": epochs, "seconds_per_epoch": seconds,
             "train_images_per_s": len(data.train) / seconds,
+            "train_mflop_per_image": flops / 1e6, "train_gflops": flops * len(data.train) / seconds / 1e9,
             **{f"time_to_{t:.1%}": next((s for s, a in zip(elapsed, clock.accuracy) if a >= t), None)
                for t in TARGETS},
             "training_seconds": elapsed[-1], "accuracy": float(clock.accuracy[-1]),
@@ -122,6 +154,12 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
 
     ``subset`` trains on the first N training images only: a quicker measure of epoch time
     and images/s (accuracy is still measured on the whole test set)."""
+    with cpu_threads(threads):  # training, classifying and the peak alike
+        return _benchmark(data, models, epochs, keras, precision, device, subset, out, verbose)
+
+
+def _benchmark(data: Dataset, models: tuple[str, ...], epochs: int | None, keras: bool, precision: str,
+               device: str, subset: int | None, out: str | Path | None, verbose: bool) -> dict[str, Any]:
     target = resolve_device(device)
     if subset is not None and subset < 1:
         raise DigitsError(f"--subset {subset}: give a positive number of training images")
@@ -131,7 +169,7 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
     for name in models:
         with tempfile.TemporaryDirectory() as folder:
             run = train(TrainConfig(model=name, epochs=epochs, precision=precision, device=device,
-                                    threads=threads, out=folder, report=False), data, verbose)
+                                    out=folder, report=False), data, verbose)
         rows.append(model_row(run, data, target, resolve_precision(precision, target)))
     result: dict[str, Any] = {"dataset": data.name, "train_images": len(data.train), "device": target.type,
                               "threads": torch.get_num_threads(),
@@ -144,6 +182,10 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
             seed = next((r for r in rows if r["model"] == "seed"), None)
             if seed:
                 result["seed_to_keras_epoch_ratio"] = seed["seconds_per_epoch"] / row["seconds_per_epoch"]
+    with torch.inference_mode():
+        result["peak_gflops"] = {p: peak_gflops(target, p) for p in sorted({r["precision"] for r in rows})}
+    for row in rows:
+        row["share_of_peak"] = row["train_gflops"] / result["peak_gflops"][row["precision"]]
     if out:
         atomic_write(out, (json.dumps(result, indent=2) + "\n").encode())
     return result

@@ -60,34 +60,46 @@ def cmd_baselines(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from .benchmark import benchmark
+    from .benchmark import PEAK_SIZE, benchmark
     from .data import load_dataset
 
     result = benchmark(load_dataset(args.dataset, args.data_dir), tuple(args.models), args.epochs,
                        args.keras, args.precision, args.device, args.subset, args.threads, args.out)
     seconds = lambda s: "—" if s is None else f"{s:.1f} s"  # noqa: E731
     _print_table(f"{result['dataset']} ({result['train_images']:,} training images), {result['device']}, "
-                 f"{result['threads']} threads", result["rows"], {
+                 f"{result['threads']} thread{'s' * (result['threads'] != 1)}", result["rows"], {
         "model": ("model", str), "precision": ("precision", str), "epochs": ("epochs", str),
         "seconds_per_epoch": ("s/epoch", seconds), "train_images_per_s": ("train img/s", "{:,.0f}".format),
+        "train_mflop_per_image": ("MFLOP/img", "{:.1f}".format), "train_gflops": ("GFLOP/s", "{:.0f}".format),
+        "share_of_peak": ("of peak", "{:.0%}".format),
         "time_to_99.0%": ("to 99.0%", seconds), "time_to_99.5%": ("to 99.5%", seconds),
         "accuracy": ("accuracy", "{:.2%}".format), "inference_images_per_s": ("infer img/s", "{:,.0f}".format)})
+    print("peak (a {0}×{0} matrix product): ".format(PEAK_SIZE)
+          + ", ".join(f"{gflops:,.0f} GFLOP/s in {p}" for p, gflops in result["peak_gflops"].items()))
     if "seed_to_keras_epoch_ratio" in result:
         print(f"seed epoch time / Keras tutorial epoch time: {result['seed_to_keras_epoch_ratio']:.2f}")
     print(f"wrote {args.out}")
 
 
 def _print_table(title: str, rows: list[dict], columns: dict) -> None:
-    """Rows as a table; ``columns`` maps each row key to its (header, formatter)."""
+    """Rows as a table; ``columns`` maps each row key to its (header, formatter). Text may wrap
+    between words; figures and their headers never do: the table widens past 120 columns instead."""
     from rich.console import Console
     from rich.table import Table
 
+    cells = [[show(row[key]) for key, (_, show) in columns.items()] for row in rows]
     table = Table(title=title)
-    for header, show in columns.values():
-        table.add_column(header, justify="left" if show is str else "right")
-    for row in rows:
-        table.add_row(*(show(row[key]) for key, (_, show) in columns.items()))
-    Console(highlight=False, width=max(Console().width, 120)).print(table)
+    for i, (header, show) in enumerate(columns.values()):
+        texts = [header, *(row[i] for row in cells)]
+        unbroken = [word for text in texts for word in text.split()] if show is str else texts
+        table.add_column(header, justify="left" if show is str else "right", no_wrap=show is not str,
+                         min_width=max(map(len, unbroken)))
+    for row in cells:
+        table.add_row(*row)
+    console = Console(highlight=False)
+    needed = console.measure(table, options=console.options.update_width(10_000)).minimum
+    console.width = max(console.width, 120, needed)
+    console.print(table)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -111,7 +123,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     from .models import count_parameters, create_model, list_models
 
     def recipe(r) -> str:
-        return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {r.epochs} epochs"
+        return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {r.epochs} epoch{'s' * (r.epochs != 1)}"
                 f"{', ' + r.schedule if r.schedule != 'constant' else ''}"
                 f"{', augmented' if r.augment else ''}, {'normalized' if r.normalize else 'raw 0–255'} input")
 
