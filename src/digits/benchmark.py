@@ -47,6 +47,10 @@ def training_flops(name: str) -> float:
     return counter.get_total_flops() / len(images)
 
 
+def work_rates(flops_per_image: float, images_per_s: float) -> dict[str, float]:
+    return {"train_mflop_per_image": flops_per_image / 1e6, "train_gflops": flops_per_image * images_per_s / 1e9}
+
+
 def peak_gflops(device: torch.device, precision: str, repeats: int = 5) -> float:
     """GFLOP/s of a PEAK_SIZE² matrix product (median of ``repeats``), at ``precision``."""
     a, b = (torch.randn(PEAK_SIZE, PEAK_SIZE, device=device) for _ in range(2))
@@ -74,11 +78,10 @@ def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.d
 
 def model_row(run: Run, data: Dataset, device: torch.device, precision: str) -> dict[str, Any]:
     seconds = statistics.median(h["seconds"] for h in run.history)
-    flops = training_flops(run.model.name)
     return {"model": run.model.name, "parameters": count_parameters(run.model), "precision": precision,
             "epochs": len(run.history), "seconds_per_epoch": seconds,
             "train_images_per_s": len(data.train) / seconds,
-            "train_mflop_per_image": flops / 1e6, "train_gflops": flops * len(data.train) / seconds / 1e9,
+            **work_rates(training_flops(run.model.name), len(data.train) / seconds),
             **{f"time_to_{t:.1%}": run.time_to(t) for t in TARGETS},
             "training_seconds": run.history[-1]["elapsed"], "accuracy": run.accuracy,
             "inference_images_per_s": inference_rate(run.model, data.test.images, device, precision)}
@@ -131,11 +134,10 @@ def keras_row(data: Dataset, epochs: int) -> dict[str, Any] | None:
         tick = time.perf_counter()
         model.predict(x_test, batch_size=1000, verbose=0)
         predict.append(time.perf_counter() - tick)
-    flops = training_flops("seed")  # the same network, layer for layer
     return {"model": "keras tutorial", "keras": keras.__version__, "parameters": model.count_params(),
             "precision": "fp32", "epochs": epochs, "seconds_per_epoch": seconds,
             "train_images_per_s": len(data.train) / seconds,
-            "train_mflop_per_image": flops / 1e6, "train_gflops": flops * len(data.train) / seconds / 1e9,
+            **work_rates(training_flops("seed"), len(data.train) / seconds),  # the seed CNN, layer for layer
             **{f"time_to_{t:.1%}": next((s for s, a in zip(elapsed, clock.accuracy) if a >= t), None)
                for t in TARGETS},
             "training_seconds": elapsed[-1], "accuracy": float(clock.accuracy[-1]),
