@@ -39,9 +39,7 @@ def run_baselines(data: Dataset, names: list[str] | None = None, subset: int | N
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
         raise DigitsError(f"unknown baseline {unknown[0]!r}: choose from {', '.join(BASELINES)}")
-    if subset is not None and subset < 1:
-        raise DigitsError(f"--subset {subset}: give a positive number of training images")
-    train = data.train.take(slice(0, subset)) if subset else data.train
+    train = data.train.first(subset)
     x_train, y_train = features(train), train.labels.numpy()
     x_test, y_test = features(data.test), data.test.labels.numpy()
     results = []

@@ -27,7 +27,6 @@ import torch
 
 from .data import Dataset, Split
 from .engine import autocast, cpu_threads, resolve_device, resolve_precision
-from .errors import DigitsError
 from .evaluation import predict_logits
 from .files import atomic_write
 from .models import count_parameters, create_model
@@ -156,38 +155,30 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
 
     ``subset`` trains on the first N training images only: a quicker measure of epoch time
     and images/s (accuracy is still measured on the whole test set)."""
-    with cpu_threads(threads):  # training, classifying and the peak alike
-        return _benchmark(data, models, epochs, keras, precision, device, subset, out, verbose)
-
-
-def _benchmark(data: Dataset, models: tuple[str, ...], epochs: int | None, keras: bool, precision: str,
-               device: str, subset: int | None, out: str | Path | None, verbose: bool) -> dict[str, Any]:
     target = resolve_device(device)
-    if subset is not None and subset < 1:
-        raise DigitsError(f"--subset {subset}: give a positive number of training images")
-    if subset:
-        data = Dataset(data.name, data.classes, data.train.take(slice(0, subset)), data.test)
-    rows = []
-    for name in models:
-        with tempfile.TemporaryDirectory() as folder:
-            run = train(TrainConfig(model=name, epochs=epochs, precision=precision, device=device,
-                                    out=folder, report=False), data, verbose)
-        rows.append(model_row(run, data, target, resolve_precision(precision, target)))
-    result: dict[str, Any] = {"dataset": data.name, "train_images": len(data.train), "device": target.type,
-                              "threads": torch.get_num_threads(),
-                              "torch": str(torch.__version__), "rows": rows}
-    if keras:
-        keras_epochs = next((r["epochs"] for r in rows if r["model"] == "seed"), epochs or 10)
-        row = keras_row(data, keras_epochs)
-        if row:
-            rows.append(row)
-            seed = next((r for r in rows if r["model"] == "seed"), None)
-            if seed:
-                result["seed_to_keras_epoch_ratio"] = seed["seconds_per_epoch"] / row["seconds_per_epoch"]
-    with torch.inference_mode():
-        result["peak_gflops"] = {p: peak_gflops(target, p) for p in sorted({r["precision"] for r in rows})}
-    for row in rows:
-        row["share_of_peak"] = row["train_gflops"] / result["peak_gflops"][row["precision"]]
+    data = Dataset(data.name, data.classes, data.train.first(subset), data.test)
+    with cpu_threads(threads):  # training, classifying and the peak alike
+        rows = []
+        for name in models:
+            with tempfile.TemporaryDirectory() as folder:
+                run = train(TrainConfig(model=name, epochs=epochs, precision=precision, device=device,
+                                        out=folder, report=False), data, verbose)
+            rows.append(model_row(run, data, target, resolve_precision(precision, target)))
+        result: dict[str, Any] = {"dataset": data.name, "train_images": len(data.train), "device": target.type,
+                                  "threads": torch.get_num_threads(),
+                                  "torch": str(torch.__version__), "rows": rows}
+        if keras:
+            keras_epochs = next((r["epochs"] for r in rows if r["model"] == "seed"), epochs or 10)
+            row = keras_row(data, keras_epochs)
+            if row:
+                rows.append(row)
+                seed = next((r for r in rows if r["model"] == "seed"), None)
+                if seed:
+                    result["seed_to_keras_epoch_ratio"] = seed["seconds_per_epoch"] / row["seconds_per_epoch"]
+        with torch.inference_mode():
+            result["peak_gflops"] = {p: peak_gflops(target, p) for p in sorted({r["precision"] for r in rows})}
+        for row in rows:
+            row["share_of_peak"] = row["train_gflops"] / result["peak_gflops"][row["precision"]]
     if out:
         atomic_write(out, (json.dumps(result, indent=2) + "\n").encode())
     return result

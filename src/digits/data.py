@@ -146,6 +146,14 @@ class Split:
     def take(self, index: slice | torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
+    def first(self, count: int | None) -> Split:
+        """The first ``count`` images (None: all of them), as --subset asks."""
+        if count is None:
+            return self
+        if count < 1:
+            raise DigitsError(f"--subset {count}: give a positive number of training images")
+        return self.take(slice(0, count))
+
 
 @dataclass
 class Dataset:

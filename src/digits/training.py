@@ -113,9 +113,7 @@ def split_for_training(data: Dataset, subset: int | None = None, holdout: int | 
         if not 0 < holdout < len(train):
             raise DigitsError(f"--holdout {holdout}: give a number between 1 and {len(train) - 1}")
         train, validation = train.take(slice(0, len(train) - holdout)), train.take(slice(len(train) - holdout, None))
-    if subset is not None:
-        train = train.take(slice(0, subset))
-    return train, validation
+    return train.first(subset), validation
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -168,8 +166,6 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     folder = folder or default_run_dir(config.model)
     if recipe.epochs < 1 or recipe.batch_size < 1 or not recipe.lr > 0:
         raise DigitsError("epochs, batch size and learning rate must be positive")
-    if config.subset is not None and config.subset < 1:
-        raise DigitsError(f"--subset {config.subset}: give a positive number of training images")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:
