@@ -87,6 +87,8 @@ BAD_INPUTS = {
     "bad subset": (["train", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
     "bad baselines subset": (["baselines", "--subset", "-5"], "--subset -5"),
     "bad benchmark subset": (["benchmark", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
+    "too few steps to profile": (["benchmark", "--profile", "--models", "fast", "--subset", "256",
+                                  "--out", "{tmp}/run"], "too few images to profile fast"),
     "no threads": (["train", "--threads", "-1", "--out", "{tmp}/run"], "--threads -1"),
     "no processes": (["train", "--nproc", "0", "--out", "{tmp}/run"], "--nproc 0"),
     "no processes for members": (["train", "--ensemble", "2", "--nproc", "0", "--out", "{tmp}/run"], "--nproc 0"),

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from digits import Dataset, TrainConfig, create_model, evaluate_checkpoint, list_models, load_model, train
 from digits.baselines import run_baselines
-from digits.benchmark import benchmark, training_flops
+from digits.benchmark import PROFILE_WARMUP, STEP_PARTS, benchmark, profile_steps, step_part, training_flops
 from digits.checkpoint import load_checkpoint
 from digits.cli import main
 from digits.engine import autocast
@@ -144,3 +144,47 @@ def test_training_flops_count_forward_and_backward():
     forward = 2 * (conv1 + conv2 + dense)
     # Backward is twice the forward work, less the first layer's gradient for its input, the pixels.
     assert training_flops("seed") == 3 * forward - 2 * conv1
+
+
+@pytest.mark.parametrize("name, images, has, lacks", [
+    ("seed", 640, {"ReLU", "pooling"}, {"batch norm", "augmentation"}),
+    ("fast", 3000, {"batch norm", "pooling", "ReLU"}, {"augmentation"}),
+    ("best", 896, {"batch norm", "augmentation"}, set()),
+])
+def test_profile_says_where_a_training_step_goes(small, name, images, has, lacks):
+    result = profile_steps(small, name, images=images, threads=1)
+    batch = {"seed": 32, "fast": 128, "best": 128}[name]
+    assert result["batch_size"] == batch and result["steps"] == -(-images // batch) - PROFILE_WARMUP
+    parts = {p["part"]: p for p in result["parts"]}
+    assert {"convolutions, forward", "convolutions, backward", "dense layers", "loss", "optimizer",
+            "outside operators"} | has <= set(parts) and not lacks & set(parts)
+    # The parts add up to the step, and convolutions are most of it.
+    assert sum(p["ms_per_step"] for p in parts.values()) == pytest.approx(result["ms_per_step"])
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(1)
+    assert parts["convolutions, forward"]["share"] + parts["convolutions, backward"]["share"] > 0.5
+    for part in ("convolutions, forward", "convolutions, backward", "dense layers"):
+        assert parts[part]["gflops"] > 0
+        assert parts[part]["share_of_peak"] == pytest.approx(parts[part]["gflops"] / result["peak_gflops"])
+    assert parts["ReLU"]["gflops"] is None and result["gflops"] == pytest.approx(
+        training_flops(name) * batch / result["ms_per_step"] / 1e6)
+
+
+def test_profile_parts_are_named_by_operator():
+    assert step_part("aten::conv2d") == "convolutions, forward"
+    assert step_part("autograd::engine::evaluate_function: ConvolutionBackward0") == "convolutions, backward"
+    assert step_part("autograd::engine::evaluate_function: TBackward0") == "dense layers"
+    assert step_part("autograd::engine::evaluate_function: SplitBackward0") == "other operators"
+    assert step_part("autograd::engine::evaluate_function: MaxPool2DWithIndicesBackward0") == "pooling"
+    assert step_part("Optimizer.step#Adam.step") == "optimizer"
+    assert {step_part(name) for name in ("aten::affine_grid_generator", "aten::grid_sampler")} == {"augmentation"}
+    assert len({part for part, _ in STEP_PARTS}) == len(STEP_PARTS)
+
+
+def test_profile_command_prints_a_table_per_model_and_writes_json(mnist, tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert main(["benchmark", "--profile", "--models", "fast", "--subset", "1280", "--threads", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fast: a training step of 128 images" in printed and "convolutions, backward" in printed
+    (profile,) = json.loads(out.read_text())["profiles"]
+    assert profile["model"] == "fast" and profile["steps"] == 10 - PROFILE_WARMUP

@@ -10,7 +10,8 @@ same run, so the seed CNN's epoch time can be compared as a ratio on equal terms
 To show how close each model runs to what the machine can do, it also counts the work of
 one training step per image (forward and backward, as PyTorch's flop counter counts it),
 the rate training achieved, and the rate of a large matrix product on the same device at
-the same precision: the practical peak.
+the same precision: the practical peak. `profile_steps` shows where a step's time goes:
+per kind of layer, forward and backward, and the rate its convolutions reach.
 """
 
 from __future__ import annotations
@@ -27,23 +28,50 @@ import torch
 
 from .data import Dataset, Split
 from .engine import autocast, cpu_threads, resolve_device, resolve_precision
+from .errors import DigitsError
 from .evaluation import predict_logits
 from .files import atomic_write
 from .models import count_parameters, create_model
-from .training import Run, TrainConfig, train
+from .training import STEP_LABEL, Run, TrainConfig, train
 
 TARGETS = (0.99, 0.995)
 PEAK_SIZE = 2048  # the matrix product that measures the peak: large enough to run at full speed
+PROFILE_IMAGES = 12_800  # training images per profiled model: 100 steps at batch 128
+PROFILE_WARMUP = 5  # the first steps also create oneDNN's kernels, so they are not counted
+# Each operator a training step calls, and each autograd node its backward pass runs, counts
+# under the first part with a fragment of its name (lower case); the rest are "other operators".
+STEP_PARTS = (
+    ("convolutions, backward", ("convolutionbackward",)),
+    ("convolutions, forward", ("conv",)),
+    ("dense layers", ("linear", "addmm", "aten::mm", ": mmbackward", ": tbackward")),
+    ("batch norm", ("batch_norm", "batchnorm")),
+    ("pooling", ("pool", "meanbackward")),  # global average pooling's gradient is a mean's
+    ("ReLU", ("relu", "threshold")),
+    ("loss", ("cross_entropy", "nll", "log_softmax", "logsoftmax")),
+    ("optimizer", ("optimizer.", "accumulategrad")),
+    ("augmentation", ("affine_grid", "grid_sampler", "upsample")),
+    ("batching", ("aten::index", "aten::to")),  # the batch gathered and made float
+)
+# The operators whose flops each part does, as the flop counter names them.
+PART_FLOPS = {"convolutions, forward": ("aten.convolution",),
+              "convolutions, backward": ("aten.convolution_backward",),
+              "dense layers": ("aten.addmm", "aten.mm")}
 
 
-def training_flops(name: str) -> float:
-    """Floating-point operations of one training step per image of a zoo model, forward and backward."""
+def flop_counts(name: str) -> dict[str, float]:
+    """Floating-point operations of one training step per image of a zoo model, forward and
+    backward, by operator: {"convolution": …, "convolution_backward": …, "addmm": …, "mm": …}."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model, images = create_model(name), torch.zeros(16, 1, 28, 28)
     with FlopCounterMode(display=False) as counter:
         model(images).sum().backward()
-    return counter.get_total_flops() / len(images)
+    return {str(op): flops / len(images) for op, flops in counter.get_flop_counts()["Global"].items()}
+
+
+def training_flops(name: str) -> float:
+    """Floating-point operations of one training step per image of a zoo model, forward and backward."""
+    return sum(flop_counts(name).values())
 
 
 def work_rates(flops_per_image: float, images_per_s: float) -> dict[str, float]:
@@ -182,3 +210,59 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
     if out:
         atomic_write(out, (json.dumps(result, indent=2) + "\n").encode())
     return result
+
+
+def step_part(operator: str) -> str:
+    name = operator.lower()
+    return next((part for part, fragments in STEP_PARTS if any(f in name for f in fragments)), "other operators")
+
+
+def profile_steps(data: Dataset, name: str, images: int | None = None, precision: str = "auto",
+                  device: str = "auto", threads: int | None = None) -> dict[str, Any]:
+    """Where the time of a training step of zoo model ``name`` goes, on the CPU.
+
+    Trains one epoch on the first ``images`` training images (default PROFILE_IMAGES) through
+    `train`, under torch's profiler, and adds up each step's operators by part (STEP_PARTS);
+    "outside operators" is the rest of the step (Python, the autograd engine's own work). Parts
+    with a flop count get their rate and its share of the measured peak."""
+    target = resolve_device(device)
+    if target.type != "cpu":
+        raise DigitsError(f"--profile times operators on the CPU, where they run in order, not on "
+                          f"{target.type}; add --device cpu")
+    images = PROFILE_IMAGES if images is None else images
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's start and stop lines (level 5) on stderr
+    small = Dataset(data.name, data.classes, data.train.first(images), data.test.take(slice(0, 16)))
+    with cpu_threads(threads):
+        with tempfile.TemporaryDirectory() as folder, torch.profiler.profile() as profiler:
+            run = train(TrainConfig(model=name, epochs=1, precision=precision, device=device, out=folder,
+                                    report=False), small, verbose=False)
+        steps = sorted((e for e in profiler.events() if e.name == STEP_LABEL), key=lambda e: e.time_range.start)
+        steps = steps[PROFILE_WARMUP:]
+        if not steps:
+            raise DigitsError(f"--subset {images}: too few images to profile {name} after its first "
+                              f"{PROFILE_WARMUP} steps; give --subset {PROFILE_IMAGES} or more")
+        precision = resolve_precision(precision, target)
+        with torch.inference_mode():
+            peak = peak_gflops(target, precision)
+        used_threads = torch.get_num_threads()
+    microseconds = dict.fromkeys([part for part, _ in STEP_PARTS] + ["other operators", "outside operators"], 0.0)
+    for step in steps:
+        for operator in step.cpu_children:
+            microseconds[step_part(operator.name)] += operator.cpu_time_total
+        microseconds["outside operators"] += step.cpu_time_total - sum(o.cpu_time_total for o in step.cpu_children)
+    batch_size = run.history[-1]["batch_size"]
+    step_ms = sum(microseconds.values()) / len(steps) / 1e3
+    flops = flop_counts(name)
+    parts = []
+    for part, total in microseconds.items():
+        if not total:
+            continue  # a part this model has none of, such as batch norm in the seed CNN
+        ms = total / len(steps) / 1e3
+        work = sum(flops.get(op, 0.0) for op in PART_FLOPS.get(part, ())) * batch_size
+        gflops = work / ms / 1e6 if work else None
+        parts.append({"part": part, "ms_per_step": ms, "share": ms / step_ms, "gflops": gflops,
+                      "share_of_peak": gflops / peak if gflops else None})
+    gflops = sum(flops.values()) * batch_size / step_ms / 1e6
+    return {"model": name, "batch_size": batch_size, "precision": precision, "threads": used_threads,
+            "steps": len(steps), "ms_per_step": step_ms, "gflops": gflops, "peak_gflops": peak,
+            "share_of_peak": gflops / peak, "parts": parts}

@@ -63,6 +63,8 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     from .benchmark import PEAK_SIZE, benchmark
     from .data import load_dataset
 
+    if args.profile:
+        return cmd_profile(args)
     result = benchmark(load_dataset(args.dataset, args.data_dir), tuple(args.models), args.epochs,
                        args.keras, args.precision, args.device, args.subset, args.threads, args.out)
     seconds = lambda s: "—" if s is None else f"{s:.1f} s"  # noqa: E731
@@ -78,6 +80,29 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
           + ", ".join(f"{gflops:,.0f} GFLOP/s in {p}" for p, gflops in result["peak_gflops"].items()))
     if "seed_to_keras_epoch_ratio" in result:
         print(f"seed epoch time / Keras tutorial epoch time: {result['seed_to_keras_epoch_ratio']:.2f}")
+    print(f"wrote {args.out}")
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    """`digits benchmark --profile`: where each model's training step spends its time."""
+    from .benchmark import profile_steps
+    from .data import load_dataset
+    from .files import atomic_write
+
+    data = load_dataset(args.dataset, args.data_dir)
+    rate = lambda x: "—" if x is None else f"{x:.0f}"  # noqa: E731
+    share = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
+    profiles = []
+    for name in args.models:
+        p = profile_steps(data, name, args.subset, args.precision, args.device, args.threads)
+        profiles.append(p)
+        _print_table(f"{name}: a training step of {p['batch_size']} images, {p['precision']}, {p['threads']} "
+                     f"thread{'s' * (p['threads'] != 1)} — {p['ms_per_step']:.1f} ms (mean of {p['steps']} steps), "
+                     f"{p['gflops']:.0f} GFLOP/s, {p['share_of_peak']:.0%} of a {p['peak_gflops']:.0f} GFLOP/s peak",
+                     p["parts"], {
+            "part": ("part", str), "ms_per_step": ("ms/step", "{:.2f}".format), "share": ("share", "{:.0%}".format),
+            "gflops": ("GFLOP/s", rate), "share_of_peak": ("of peak", share)})
+    atomic_write(args.out, (json.dumps({"profiles": profiles}, indent=2) + "\n").encode())
     print(f"wrote {args.out}")
 
 
@@ -293,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-keras", dest="keras", action="store_false",
                    help="skip the Keras tutorial's model (run only when TensorFlow and Keras are installed)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead, show where a training step's time goes, per kind of layer (CPU)")
     p.add_argument("--out", default="benchmark.json", help="where to write the results as JSON")
     p.set_defaults(run=cmd_benchmark)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.profiler import record_function
 
 from . import distributed
 from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model, save_checkpoint
@@ -35,6 +36,8 @@ from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
 RUNS_DIR = Path("runs")
+# Names each training step in torch.profiler's traces, so time can be attributed to steps.
+STEP_LABEL = "digits: training step"
 
 
 @dataclass
@@ -220,18 +223,19 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         tick = time.perf_counter()
         with _progress(console, f"Epoch {epoch + 1}/{recipe.epochs}", steps_per_epoch) as (progress, task):
             for step in range(steps_per_epoch):
-                index = order[step * batch_size:(step + 1) * batch_size]
-                x, y = as_batch(images[index]), labels[index]
-                if recipe.augment:
-                    x = recipe.augment(x)
-                with autocast(device, precision):
-                    logits = forward(x).float()
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler:
-                    scheduler.step()
+                with record_function(STEP_LABEL):
+                    index = order[step * batch_size:(step + 1) * batch_size]
+                    x, y = as_batch(images[index]), labels[index]
+                    if recipe.augment:
+                        x = recipe.augment(x)
+                    with autocast(device, precision):
+                        logits = forward(x).float()
+                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if scheduler:
+                        scheduler.step()
                 seen += len(y)
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
