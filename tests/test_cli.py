@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from digits.cli import _print_table
+
 EPOCH_LINE = re.compile(r"^Epoch 1/1 — [\d.]+ s — loss [\d.]+ — accuracy [\d.]+ — "
                         r"val_loss [\d.]+ — val_accuracy [\d.]+$", re.MULTILINE)
 
@@ -109,3 +111,17 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, damaged):
     assert len(lines) == 1 and lines[0].startswith("digits: error:"), result.stderr
     assert reason in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_table_wider_than_120_columns_is_drawn_whole(capsys):
+    # Two text columns, one wrapping: the case in which rich drew the table a cell wider than it
+    # measured it, and cropping cut off the right border.
+    figures = {f"figure {i}": (f"figure {i}", "{:,.1f}".format) for i in range(10)}
+    columns = {"model": ("model", str), "precision": ("precision", str), **figures}
+    rows = [{"model": name, "precision": "fp32", **{f"figure {i}": 123456.7 * (i + 1) for i in range(10)}}
+            for name in ("seed", "keras tutorial")]
+    _print_table("wide", rows, columns)
+    lines = capsys.readouterr().out.splitlines()[1:]  # below the title
+    assert len(lines[0]) > 120
+    assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in lines), "\n".join(lines)
+    assert sum("1,234,567.0 │" in line for line in lines) == 2  # every row's last figure, uncut

@@ -124,7 +124,7 @@ def _print_table(title: str, rows: list[dict], columns: dict) -> None:
     console = Console(highlight=False)
     needed = console.measure(table, options=console.options.update_width(10_000)).minimum
     console.width = max(console.width, 120, needed)
-    console.print(table)
+    console.print(table, crop=False)  # rich may draw a table a cell wider than it measured it
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
