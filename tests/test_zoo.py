@@ -4,6 +4,8 @@ baselines and the benchmark report what they measured."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,11 +182,13 @@ def test_profile_parts_are_named_by_operator():
     assert len({part for part, _ in STEP_PARTS}) == len(STEP_PARTS)
 
 
-def test_profile_command_prints_a_table_per_model_and_writes_json(mnist, tmp_path, capsys):
-    out = tmp_path / "profile.json"
-    assert main(["benchmark", "--profile", "--models", "fast", "--subset", "1280", "--threads", "1",
-                 "--out", str(out)]) == 0
+def test_profile_command_prints_a_table_per_model_and_writes_json(mnist, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DIGITS_DATA_DIR", str(Path(os.environ["DIGITS_DATA_DIR"]).resolve()))  # often relative
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmark.json").write_text("{}")  # the benchmark's own results, which a profile leaves alone
+    assert main(["benchmark", "--profile", "--models", "fast", "--subset", "1280", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     assert "fast: a training step of 128 images" in printed and "convolutions, backward" in printed
-    (profile,) = json.loads(out.read_text())["profiles"]
+    (profile,) = json.loads((tmp_path / "profile.json").read_text())["profiles"]
     assert profile["model"] == "fast" and profile["steps"] == 10 - PROFILE_WARMUP
+    assert (tmp_path / "benchmark.json").read_text() == "{}"

@@ -65,8 +65,9 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
     if args.profile:
         return cmd_profile(args)
+    out = args.out or "benchmark.json"
     result = benchmark(load_dataset(args.dataset, args.data_dir), tuple(args.models), args.epochs,
-                       args.keras, args.precision, args.device, args.subset, args.threads, args.out)
+                       args.keras, args.precision, args.device, args.subset, args.threads, out)
     seconds = lambda s: "—" if s is None else f"{s:.1f} s"  # noqa: E731
     _print_table(f"{result['dataset']} ({result['train_images']:,} training images), {result['device']}, "
                  f"{result['threads']} thread{'s' * (result['threads'] != 1)}", result["rows"], {
@@ -80,7 +81,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
           + ", ".join(f"{gflops:,.0f} GFLOP/s in {p}" for p, gflops in result["peak_gflops"].items()))
     if "seed_to_keras_epoch_ratio" in result:
         print(f"seed epoch time / Keras tutorial epoch time: {result['seed_to_keras_epoch_ratio']:.2f}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
@@ -102,8 +103,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
                      p["parts"], {
             "part": ("part", str), "ms_per_step": ("ms/step", "{:.2f}".format), "share": ("share", "{:.0%}".format),
             "gflops": ("GFLOP/s", rate), "share_of_peak": ("of peak", share)})
-    atomic_write(args.out, (json.dumps({"profiles": profiles}, indent=2) + "\n").encode())
-    print(f"wrote {args.out}")
+    out = args.out or "profile.json"  # not benchmark.json, which holds the benchmark's own results
+    atomic_write(out, (json.dumps({"profiles": profiles}, indent=2) + "\n").encode())
+    print(f"wrote {out}")
 
 
 def _print_table(title: str, rows: list[dict], columns: dict) -> None:
@@ -320,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the Keras tutorial's model (run only when TensorFlow and Keras are installed)")
     p.add_argument("--profile", action="store_true",
                    help="instead, show where a training step's time goes, per kind of layer (CPU)")
-    p.add_argument("--out", default="benchmark.json", help="where to write the results as JSON")
+    p.add_argument("--out", help="where to write the results as JSON (default: benchmark.json; "
+                                 "profile.json with --profile)")
     p.set_defaults(run=cmd_benchmark)
 
     p = commands.add_parser("evaluate", help="test-set metrics, confusion matrix and mistakes of a checkpoint")
