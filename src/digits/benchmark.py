@@ -60,7 +60,8 @@ PART_FLOPS = {"convolutions, forward": ("aten.convolution",),
 
 def flop_counts(name: str) -> dict[str, float]:
     """Floating-point operations of one training step per image of a zoo model, forward and
-    backward, by operator: {"convolution": …, "convolution_backward": …, "addmm": …, "mm": …}."""
+    backward, by operator as the flop counter names it: {"aten.convolution": …,
+    "aten.convolution_backward": …, "aten.addmm": …, "aten.mm": …}."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model, images = create_model(name), torch.zeros(16, 1, 28, 28)

@@ -7,7 +7,7 @@ import csv
 import json
 import os
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from .errors import DigitsError
 
@@ -68,9 +68,9 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     out = args.out or "benchmark.json"
     result = benchmark(load_dataset(args.dataset, args.data_dir), tuple(args.models), args.epochs,
                        args.keras, args.precision, args.device, args.subset, args.threads, out)
-    seconds = lambda s: "—" if s is None else f"{s:.1f} s"  # noqa: E731
+    seconds = _or_dash("{:.1f} s")
     _print_table(f"{result['dataset']} ({result['train_images']:,} training images), {result['device']}, "
-                 f"{result['threads']} thread{'s' * (result['threads'] != 1)}", result["rows"], {
+                 f"{_count(result['threads'], 'thread')}", result["rows"], {
         "model": ("model", str), "precision": ("precision", str), "epochs": ("epochs", str),
         "seconds_per_epoch": ("s/epoch", seconds), "train_images_per_s": ("train img/s", "{:,.0f}".format),
         "train_mflop_per_image": ("MFLOP/img", "{:.1f}".format), "train_gflops": ("GFLOP/s", "{:.0f}".format),
@@ -91,21 +91,28 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from .files import atomic_write
 
     data = load_dataset(args.dataset, args.data_dir)
-    rate = lambda x: "—" if x is None else f"{x:.0f}"  # noqa: E731
-    share = lambda x: "—" if x is None else f"{x:.0%}"  # noqa: E731
     profiles = []
     for name in args.models:
         p = profile_steps(data, name, args.subset, args.precision, args.device, args.threads)
         profiles.append(p)
-        _print_table(f"{name}: a training step of {p['batch_size']} images, {p['precision']}, {p['threads']} "
-                     f"thread{'s' * (p['threads'] != 1)} — {p['ms_per_step']:.1f} ms (mean of {p['steps']} steps), "
+        _print_table(f"{name}: a training step of {p['batch_size']} images, {p['precision']}, "
+                     f"{_count(p['threads'], 'thread')} — {p['ms_per_step']:.1f} ms (mean of {p['steps']} steps), "
                      f"{p['gflops']:.0f} GFLOP/s, {p['share_of_peak']:.0%} of a {p['peak_gflops']:.0f} GFLOP/s peak",
                      p["parts"], {
             "part": ("part", str), "ms_per_step": ("ms/step", "{:.2f}".format), "share": ("share", "{:.0%}".format),
-            "gflops": ("GFLOP/s", rate), "share_of_peak": ("of peak", share)})
+            "gflops": ("GFLOP/s", _or_dash("{:.0f}")), "share_of_peak": ("of peak", _or_dash("{:.0%}"))})
     out = args.out or "profile.json"  # not benchmark.json, which holds the benchmark's own results
     atomic_write(out, (json.dumps({"profiles": profiles}, indent=2) + "\n").encode())
     print(f"wrote {out}")
+
+
+def _or_dash(form: str) -> Callable[[float | None], str]:
+    """A table cell's formatter for a figure that may be missing (None), shown as —."""
+    return lambda value: "—" if value is None else form.format(value)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _print_table(title: str, rows: list[dict], columns: dict) -> None:
@@ -124,9 +131,8 @@ def _print_table(title: str, rows: list[dict], columns: dict) -> None:
     for row in cells:
         table.add_row(*row)
     console = Console(highlight=False)
-    needed = console.measure(table, options=console.options.update_width(10_000)).minimum
-    console.width = max(console.width, 120, needed)
-    console.print(table, crop=False)  # rich may draw a table a cell wider than it measured it
+    console.width = max(console.width, 120)
+    console.print(table, crop=False)  # columns never narrower than their figures: wider tables overflow whole
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -150,7 +156,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     from .models import count_parameters, create_model, list_models
 
     def recipe(r) -> str:
-        return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {r.epochs} epoch{'s' * (r.epochs != 1)}"
+        return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {_count(r.epochs, 'epoch')}"
                 f"{', ' + r.schedule if r.schedule != 'constant' else ''}"
                 f"{', augmented' if r.augment else ''}, {'normalized' if r.normalize else 'raw 0–255'} input")
 
