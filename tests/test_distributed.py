@@ -50,7 +50,7 @@ def test_two_process_run_learns_and_writes_once(tmp_path):
     assert done.stdout.count("Epoch 2/2 —") == 1  # only rank 0 speaks
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    assert all(h["processes"] == 2 and h["batch_size"] == 128 for h in history)
+    assert all(h["processes"] == 2 and h["batch_size"] == 256 for h in history)
     assert history[-1]["val_accuracy"] >= 0.90
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".pt", ".json")) == ["history.json", "model.pt"]
     assert load_checkpoint(out / "model.pt")["history"] == history

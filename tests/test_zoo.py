@@ -97,7 +97,8 @@ def test_holdout_validates_on_training_images_never_seen_in_training(mnist):
 
 
 def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
-    folder, runs = train_ensemble(TrainConfig(model="fast", out=tmp_path, report=False), 2, small, verbose=False)
+    folder, runs = train_ensemble(TrainConfig(model="fast", epochs=2, out=tmp_path, report=False), 2, small,
+                                  verbose=False)
     manifest = json.loads((folder / "ensemble.json").read_text())
     assert manifest["members"] == ["member-1/model.pt", "member-2/model.pt"]
     seeds = [load_checkpoint(folder / m)["config"]["seed"] for m in manifest["members"]]
@@ -155,7 +156,7 @@ def test_training_flops_count_forward_and_backward():
 ])
 def test_profile_says_where_a_training_step_goes(small, name, images, has, lacks):
     result = profile_steps(small, name, images=images, threads=1)
-    batch = {"seed": 32, "fast": 128, "best": 128}[name]
+    batch = {"seed": 32, "fast": 256, "best": 128}[name]
     assert result["batch_size"] == batch and result["steps"] == -(-images // batch) - PROFILE_WARMUP
     parts = {p["part"]: p for p in result["parts"]}
     assert {"convolutions, forward", "convolutions, backward", "dense layers", "loss", "optimizer",
@@ -186,9 +187,9 @@ def test_profile_command_prints_a_table_per_model_and_writes_json(mnist, tmp_pat
     monkeypatch.setenv("DIGITS_DATA_DIR", str(Path(os.environ["DIGITS_DATA_DIR"]).resolve()))  # often relative
     monkeypatch.chdir(tmp_path)
     (tmp_path / "benchmark.json").write_text("{}")  # the benchmark's own results, which a profile leaves alone
-    assert main(["benchmark", "--profile", "--models", "fast", "--subset", "1280", "--threads", "1"]) == 0
+    assert main(["benchmark", "--profile", "--models", "fast", "--subset", "2560", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "fast: a training step of 128 images" in printed and "convolutions, backward" in printed
+    assert "fast: a training step of 256 images" in printed and "convolutions, backward" in printed
     (profile,) = json.loads((tmp_path / "profile.json").read_text())["profiles"]
     assert profile["model"] == "fast" and profile["steps"] == 10 - PROFILE_WARMUP
     assert (tmp_path / "benchmark.json").read_text() == "{}"

@@ -158,25 +158,29 @@ def seed() -> nn.Module:
 def conv_bn_relu(in_channels: int, out_channels: int, padding: int = 1, pool: bool = False) -> list[nn.Module]:
     """3×3 convolution, optional 2×2 max-pool, batch norm, ReLU.
 
-    Pooling before the norm and the activation makes those two four times cheaper,
-    which matters on a CPU, where elementwise work costs as much as the convolution.
+    Pooling before the norm and the activation makes those two four times cheaper, and the
+    ReLU works in place (batch norm's backward pass does not need its output), which matters
+    on a CPU, where elementwise work costs as much as the convolution.
     """
     return [nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-            *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(out_channels), nn.ReLU()]
+            *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
 
 
-@register_model(Recipe(epochs=1, batch_size=128, lr=0.01, schedule="onecycle", label_smoothing=0.1,
-                       normalize=True))
+@register_model(Recipe(epochs=1, batch_size=256, lr=0.04, betas=(0.9, 0.95), schedule="onecycle",
+                       label_smoothing=0.1, normalize=True))
 def fast() -> nn.Module:
-    """A 19k-parameter batch-norm CNN that passes 99% in one epoch: seconds on a CPU."""
+    """An 18k-parameter batch-norm CNN that passes 99% in one epoch: seconds on a CPU."""
     return nn.Sequential(
-        # A strided 5×5 first layer halves the resolution without a max-pool over the
-        # largest activation, the most expensive step per image on a CPU.
-        nn.Conv2d(1, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(),  # 14×14
-        *conv_bn_relu(16, 24, pool=True),  # 7×7
-        *conv_bn_relu(24, 48, pool=True),  # 3×3
+        # A strided 5×5 first layer halves the resolution without a max-pool over the largest
+        # activation, the most expensive step per image on a CPU. Without padding it gives
+        # 12×12, not 14×14, and loses only MNIST's empty border: a quarter less work after it.
+        nn.Conv2d(1, 16, 5, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),  # 12×12
+        # Widths are multiples of 16, the channel blocks oneDNN's kernels compute in: 12 or
+        # 20 channels ran no faster than 24.
+        *conv_bn_relu(16, 16, pool=True),  # 6×6
+        *conv_bn_relu(16, 64, pool=True),  # 3×3
         nn.Flatten(),
-        nn.Linear(48 * 3 * 3, 10),
+        nn.Linear(64 * 3 * 3, 10),
     )
 
 
