@@ -91,6 +91,8 @@ BAD_INPUTS = {
     "bad benchmark subset": (["benchmark", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
     "too few steps to profile": (["benchmark", "--profile", "--models", "fast", "--subset", "256",
                                   "--out", "{tmp}/run"], "too few images to profile fast"),
+    "epochs with profile": (["benchmark", "--profile", "--epochs", "3", "--out", "{tmp}/run"],
+                            "--profile always times one epoch"),
     "no threads": (["train", "--threads", "-1", "--out", "{tmp}/run"], "--threads -1"),
     "no processes": (["train", "--nproc", "0", "--out", "{tmp}/run"], "--nproc 0"),
     "no processes for members": (["train", "--ensemble", "2", "--nproc", "0", "--out", "{tmp}/run"], "--nproc 0"),

@@ -90,6 +90,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from .data import load_dataset
     from .files import atomic_write
 
+    if args.epochs is not None:
+        raise DigitsError(f"--epochs {args.epochs}: --profile always times one epoch; leave --epochs out")
     data = load_dataset(args.dataset, args.data_dir)
     profiles = []
     for name in args.models:
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-keras", dest="keras", action="store_false",
                    help="skip the Keras tutorial's model (run only when TensorFlow and Keras are installed)")
     p.add_argument("--profile", action="store_true",
-                   help="instead, show where a training step's time goes, per kind of layer (CPU)")
+                   help="instead, show where a training step's time goes in one epoch, per kind of layer (CPU)")
     p.add_argument("--out", help="where to write the results as JSON (default: benchmark.json; "
                                  "profile.json with --profile)")
     p.set_defaults(run=cmd_benchmark)
