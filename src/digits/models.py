@@ -173,10 +173,11 @@ def fast() -> nn.Module:
     return nn.Sequential(
         # A strided 5×5 first layer halves the resolution without a max-pool over the largest
         # activation, the most expensive step per image on a CPU. Without padding it gives
-        # 12×12, not 14×14, and loses only MNIST's empty border: a quarter less work after it.
+        # 12×12, not 14×14 (a quarter less work after it), and misses only the last row and
+        # column, where 1.3% of MNIST's digits have any ink (0.02% of all ink).
         nn.Conv2d(1, 16, 5, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),  # 12×12
-        # Widths are multiples of 16, the channel blocks oneDNN's kernels compute in: 12 or
-        # 20 channels ran no faster than 24.
+        # Widths are multiples of 16, the channel blocks oneDNN's kernels compute in: with 12
+        # or 20 channels here an epoch took longer than with 16.
         *conv_bn_relu(16, 16, pool=True),  # 6×6
         *conv_bn_relu(16, 64, pool=True),  # 3×3
         nn.Flatten(),
