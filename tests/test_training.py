@@ -179,6 +179,20 @@ def test_resuming_another_models_checkpoint_is_refused(learned, tmp_path):
         train(TrainConfig(model="seed", resume=True, out=tmp_path), verbose=False)
 
 
+def test_weights_of_another_architecture_are_refused_with_a_way_out(learned, tmp_path):
+    # What a checkpoint of a zoo model looks like after the model's layers changed in a new version.
+    payload = load_checkpoint(learned.checkpoint)
+    save_checkpoint(tmp_path / "model.pt", {**payload, "model": "fast", "normalize": True,
+                                            "config": {**payload["config"], "model": "fast"}})
+    before = (tmp_path / "model.pt").read_bytes()
+    expected = "do not fit model 'fast' as this version of digits builds it .* retrain with `digits train --model fast`"
+    with pytest.raises(DigitsError, match=expected):
+        load_model(tmp_path / "model.pt")
+    with pytest.raises(DigitsError, match=expected):
+        train(TrainConfig(model="fast", resume=True, out=tmp_path, report=False), verbose=False)
+    assert (tmp_path / "model.pt").read_bytes() == before
+
+
 def test_resuming_a_checkpoint_without_training_state_is_refused(learned, tmp_path):
     payload = load_checkpoint(learned.checkpoint)
     inference_only = {k: v for k, v in payload.items() if k not in ("optimizer", "recipe", "config")}

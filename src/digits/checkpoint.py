@@ -46,14 +46,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> Classifier:
-    """The network a checkpoint describes, with its weights, in evaluation mode."""
-    model = create_model(payload["model"], payload["normalize"])
+def load_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | Path = "checkpoint") -> None:
+    """Put a checkpoint's weights into ``model``, the zoo network of the same name."""
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, AttributeError):
-        raise DigitsError(f"{source}: weights do not fit model {payload['model']!r}"
-                          " — the checkpoint is damaged or from another model") from None
+        # A zoo model's layers may change between versions; an old checkpoint then fits no more.
+        raise DigitsError(f"{source}: its weights do not fit model {payload['model']!r} as this version of "
+                          f"digits builds it — the file is damaged, or an earlier version trained it; "
+                          f"retrain with `digits train --model {payload['model']}`") from None
+
+
+def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> Classifier:
+    """The network a checkpoint describes, with its weights, in evaluation mode."""
+    model = create_model(payload["model"], payload["normalize"])
+    load_weights(model, payload, source)
     return model.eval()
 
 

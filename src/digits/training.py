@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from . import distributed
-from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model, save_checkpoint
+from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model, load_weights, save_checkpoint
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
@@ -191,7 +191,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, Any]] = []
     if resumed:
-        model.load_state_dict(resumed["state_dict"])
+        load_weights(model, resumed, folder / "model.pt")
         optimizer.load_state_dict(resumed["optimizer"])
         if scheduler:
             scheduler.load_state_dict(resumed["scheduler"])
