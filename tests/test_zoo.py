@@ -17,7 +17,7 @@ from digits.benchmark import PROFILE_WARMUP, STEP_PARTS, benchmark, profile_step
 from digits.checkpoint import load_checkpoint
 from digits.cli import main
 from digits.engine import autocast
-from digits.models import Ensemble
+from digits.models import Ensemble, get_entry
 from digits.training import split_for_training, train_ensemble
 
 CPU = torch.device("cpu")
@@ -156,7 +156,7 @@ def test_training_flops_count_forward_and_backward():
 ])
 def test_profile_says_where_a_training_step_goes(small, name, images, has, lacks):
     result = profile_steps(small, name, images=images, threads=1)
-    batch = {"seed": 32, "fast": 256, "best": 128}[name]
+    batch = get_entry(name).recipe.batch_size
     assert result["batch_size"] == batch and result["steps"] == -(-images // batch) - PROFILE_WARMUP
     parts = {p["part"]: p for p in result["parts"]}
     assert {"convolutions, forward", "convolutions, backward", "dense layers", "loss", "optimizer",
