@@ -97,7 +97,7 @@ def test_holdout_validates_on_training_images_never_seen_in_training(mnist):
 
 
 def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
-    folder, runs = train_ensemble(TrainConfig(model="fast", epochs=2, out=tmp_path, report=False), 2, small,
+    folder, runs = train_ensemble(TrainConfig(model="fast", epochs=3, out=tmp_path, report=False), 2, small,
                                   verbose=False)
     manifest = json.loads((folder / "ensemble.json").read_text())
     assert manifest["members"] == ["member-1/model.pt", "member-2/model.pt"]
@@ -129,9 +129,9 @@ def test_baselines_report_accuracy_and_fit_time(mnist):
 
 
 def test_benchmark_measures_each_model_and_writes_json(small, tmp_path):
-    result = benchmark(small, ("fast",), epochs=2, keras=False, out=tmp_path / "bench.json", verbose=False)
+    result = benchmark(small, ("fast",), epochs=3, keras=False, out=tmp_path / "bench.json", verbose=False)
     (row,) = result["rows"]
-    assert row["model"] == "fast" and row["epochs"] == 2 and row["accuracy"] > 0.9
+    assert row["model"] == "fast" and row["epochs"] == 3 and row["accuracy"] > 0.9
     assert row["seconds_per_epoch"] > 0 and row["train_images_per_s"] == pytest.approx(3000 / row["seconds_per_epoch"])
     assert row["inference_images_per_s"] > 0
     assert row["train_mflop_per_image"] == pytest.approx(training_flops("fast") / 1e6)

@@ -176,12 +176,14 @@ def fast() -> nn.Module:
         # 12×12, not 14×14 (a quarter less work after it), and misses only the last row and
         # column, where 1.3% of MNIST's digits have any ink (0.02% of all ink).
         nn.Conv2d(1, 16, 5, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),  # 12×12
-        # Widths are multiples of 16, the channel blocks oneDNN's kernels compute in: with 12
-        # or 20 channels here an epoch took longer than with 16.
-        *conv_bn_relu(16, 16, pool=True),  # 6×6
-        *conv_bn_relu(16, 64, pool=True),  # 3×3
+        # Unpadded 3×3 convolutions compute no border of zeros, and the last needs no pool: at
+        # 3×3 its 96 channels cost less than 64 did at 6×6 before a pool, and held-out digits
+        # were read a little better. Widths are multiples of 16, the channel blocks oneDNN's
+        # kernels compute in: with 12 or 20 channels an epoch took longer than with 16.
+        *conv_bn_relu(16, 16, padding=0, pool=True),  # 10×10 → 5×5
+        *conv_bn_relu(16, 96, padding=0),  # 3×3
         nn.Flatten(),
-        nn.Linear(64 * 3 * 3, 10),
+        nn.Linear(96 * 3 * 3, 10),
     )
 
 
