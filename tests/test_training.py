@@ -52,6 +52,7 @@ def test_the_run_folder(learned):
     folder = learned.folder
     model, payload = load_model(folder / "model.pt")
     assert payload["model"] == "seed" and payload["finished"] and payload["history"] == learned.history
+    assert load_model(folder)[1]["history"] == learned.history  # the folder stands for its checkpoint
 
     history = json.loads((folder / "history.json").read_text())
     assert history == learned.history

@@ -118,7 +118,7 @@ def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
 
 def test_a_folder_without_checkpoint_or_manifest_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
-    assert "no checkpoint or ensemble.json there" in capsys.readouterr().err
+    assert "no model.pt or ensemble.json there" in capsys.readouterr().err
 
 
 def test_baselines_report_accuracy_and_fit_time(mnist):

@@ -20,6 +20,7 @@ from .files import atomic_write
 from .models import Classifier, Ensemble, create_model
 
 FORMAT = "digits-checkpoint-1"
+RUN_CHECKPOINT = "model.pt"  # in a run's folder
 ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
 REQUIRED = ("format", "model", "normalize", "state_dict", "classes")
 
@@ -65,11 +66,12 @@ def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> C
 
 
 def load_model(path: str | Path) -> tuple[Classifier | Ensemble, dict[str, Any]]:
-    """A checkpoint's model, or an ensemble's (its folder or its ensemble.json)."""
+    """A checkpoint's model (the file or its run's folder), or an ensemble's (its folder or its ensemble.json)."""
     path = Path(path)
-    manifest = path / ENSEMBLE_MANIFEST if path.is_dir() else path
-    if manifest.name == ENSEMBLE_MANIFEST:
-        return load_ensemble(manifest)
+    if path.is_dir():
+        path = path / (RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else ENSEMBLE_MANIFEST)
+    if path.name == ENSEMBLE_MANIFEST:
+        return load_ensemble(path)
     payload = load_checkpoint(path)
     return build_model(payload, path), payload
 
@@ -78,7 +80,7 @@ def load_ensemble(manifest: str | Path) -> tuple[Ensemble, dict[str, Any]]:
     """The members an ensemble manifest names, averaged; the payload describes the whole."""
     manifest = Path(manifest)
     if not manifest.is_file():
-        raise DigitsError(f"{manifest.parent}: no checkpoint or {ENSEMBLE_MANIFEST} there")
+        raise DigitsError(f"{manifest.parent}: no {RUN_CHECKPOINT} or {ENSEMBLE_MANIFEST} there")
     try:
         members = json.loads(manifest.read_text())["members"]
     except (ValueError, KeyError, TypeError):

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model
+from .checkpoint import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, load_checkpoint, load_model
 from .data import Dataset, load_dataset
 from .engine import resolve_device
 from .errors import DigitsError
@@ -88,9 +88,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
 def _checkpoint_path(run_dir: Path) -> Path:
     if (run_dir / ENSEMBLE_MANIFEST).is_file():
         raise DigitsError(f"{run_dir}: an ensemble — give one of its members' run folders, e.g. {run_dir / 'member-1'}")
-    if not (run_dir / "model.pt").is_file():
+    if not (run_dir / RUN_CHECKPOINT).is_file():
         raise DigitsError(f"{run_dir}: no model.pt here — give a run folder written by `digits train`")
-    return run_dir / "model.pt"
+    return run_dir / RUN_CHECKPOINT
 
 
 def _write(path: str | Path, data: bytes) -> None:

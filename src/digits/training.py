@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from . import distributed
-from .checkpoint import ENSEMBLE_MANIFEST, load_checkpoint, load_model, load_weights, save_checkpoint
+from .checkpoint import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, load_checkpoint, load_model, load_weights, save_checkpoint
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
@@ -76,7 +76,7 @@ class Run:
 
     @property
     def checkpoint(self) -> Path:
-        return self.folder / "model.pt"
+        return self.folder / RUN_CHECKPOINT
 
     @property
     def accuracy(self) -> float:
@@ -152,7 +152,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         folder = folder or latest_run_dir(config.model)
         if folder is None:
             raise DigitsError(f"--resume: no run of {config.model!r} to resume under {RUNS_DIR}/; give --out DIR")
-        resumed = load_checkpoint(folder / "model.pt")
+        resumed = load_checkpoint(folder / RUN_CHECKPOINT)
         if resumed["model"] != config.model:
             raise DigitsError(f"--resume: {folder}/model.pt holds model {resumed['model']!r}, "
                               f"not {config.model!r}; pass --model {resumed['model']}")
@@ -191,7 +191,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, Any]] = []
     if resumed:
-        load_weights(model, resumed, folder / "model.pt")
+        load_weights(model, resumed, folder / RUN_CHECKPOINT)
         optimizer.load_state_dict(resumed["optimizer"])
         if scheduler:
             scheduler.load_state_dict(resumed["scheduler"])
@@ -260,7 +260,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                         "batch_size": recipe.batch_size, "lr": optimizer.param_groups[0]["lr"],
                         "processes": world.size})
         if world.is_main:  # one writer: the other ranks hold the same weights
-            save_checkpoint(folder / "model.pt", {
+            save_checkpoint(folder / RUN_CHECKPOINT, {
                 "model": config.model, "normalize": recipe.normalize,
                 "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler else None,
@@ -316,7 +316,7 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     folder = Path(config.out) if config.out else default_run_dir(f"{config.model}-ensemble{members}")
     data = data or load_dataset(config.dataset, config.data_dir)
     configs = [replace(config, seed=config.seed + k, out=folder / f"member-{k + 1}") for k in range(members)]
-    configs = [replace(c, resume=config.resume and (c.out / "model.pt").is_file()) for c in configs]
+    configs = [replace(c, resume=config.resume and (c.out / RUN_CHECKPOINT).is_file()) for c in configs]
     if processes == 1:
         runs = [train(member, data, verbose) for member in configs]
     else:
@@ -359,7 +359,7 @@ class _Tagged(io.TextIOBase):
 
 
 def _finished_run(folder: Path) -> Run:
-    model, payload = load_model(folder / "model.pt")
+    model, payload = load_model(folder / RUN_CHECKPOINT)
     return Run(folder, model, payload["history"])
 
 
