@@ -187,14 +187,17 @@ def fast() -> nn.Module:
     )
 
 
-@register_model(Recipe(epochs=30, batch_size=128, lr=5e-3, schedule="onecycle", label_smoothing=0.1,
+@register_model(Recipe(epochs=24, batch_size=128, lr=5e-3, schedule="onecycle", label_smoothing=0.1,
                        augment=Augment(rotate=10, scale=0.1, shift=2, elastic=1.5), normalize=True))
 def best() -> nn.Module:
     """A VGG-style batch-norm CNN trained on distorted digits (rotation, zoom, shift, elastic)."""
     return nn.Sequential(
         *conv_bn_relu(1, 32, pool=True),  # 14×14
-        *conv_bn_relu(32, 64),
-        *conv_bn_relu(64, 64, pool=True),  # 7×7
+        # Pooling here rather than after the next block puts the 64→64 convolution at 7×7: 77
+        # MFLOP per training image instead of 110, so 24 epochs fit the time that 17 did, and
+        # held-out digits were read as well as after 30 epochs of the 14×14 version.
+        *conv_bn_relu(32, 64, pool=True),  # 7×7
+        *conv_bn_relu(64, 64),
         *conv_bn_relu(64, 128),
         *conv_bn_relu(128, 128, padding=0),  # 5×5
         nn.AdaptiveAvgPool2d(1),
