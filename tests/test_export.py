@@ -23,12 +23,12 @@ from pictures import ink_on_paper
 
 @pytest.fixture(scope="module")
 def exported(learned, tmp_path_factory) -> tuple[Path, Path, str]:
-    """The learned checkpoint in a folder of its own, exported with `digits export` beside it."""
+    """The learned checkpoint in a run folder of its own, exported with `digits export FOLDER` beside it."""
     checkpoint = tmp_path_factory.mktemp("export") / "model.pt"
     shutil.copy(learned.checkpoint, checkpoint)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["export", str(checkpoint)]) == 0
+        assert main(["export", str(checkpoint.parent)]) == 0
     return checkpoint, checkpoint.with_suffix(".onnx"), printed.getvalue()
 
 
@@ -65,6 +65,7 @@ def test_backend_onnx_with_a_checkpoint_uses_its_export(exported, tmp_path):
     checkpoint, path, _ = exported
     classifier = digits.load(checkpoint, backend="onnx")
     assert classifier.info["backend"] == "onnx" and classifier.info["source"] == str(path)
+    assert digits.load(checkpoint.parent, backend="onnx").info["source"] == str(path)  # the run's folder
     with pytest.raises(DigitsError, match="an ONNX file runs on the onnx backend"):
         digits.load(path, backend="torch")
     lonely = tmp_path / "model.pt"

@@ -16,12 +16,10 @@ from typing import Any
 import torch
 
 from .errors import DigitsError
-from .files import atomic_write
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, model_file
 from .models import Classifier, Ensemble, create_model
 
 FORMAT = "digits-checkpoint-1"
-RUN_CHECKPOINT = "model.pt"  # in a run's folder
-ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
 REQUIRED = ("format", "model", "normalize", "state_dict", "classes")
 
 
@@ -67,9 +65,7 @@ def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> C
 
 def load_model(path: str | Path) -> tuple[Classifier | Ensemble, dict[str, Any]]:
     """A checkpoint's model (the file or its run's folder), or an ensemble's (its folder or its ensemble.json)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / (RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else ENSEMBLE_MANIFEST)
+    path = model_file(path)
     if path.name == ENSEMBLE_MANIFEST:
         return load_ensemble(path)
     payload = load_checkpoint(path)

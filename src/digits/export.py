@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import DigitsError
-from .files import atomic_write
+from .files import atomic_write, model_file
 from .inference import OnnxBackend, TorchBackend, softmax
 
 OPSET = 18
@@ -30,7 +30,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> dict[s
     Returns the file, the opset and the largest difference in probability between the two
     backends on a fixed batch of random pictures.
     """
-    checkpoint = Path(checkpoint)
+    checkpoint = model_file(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
     if out.suffix.lower() != ".onnx":
         raise DigitsError(f"--onnx {out}: the file name must end in .onnx")

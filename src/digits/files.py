@@ -1,10 +1,24 @@
-"""Writing files so that a reader, or a crash, never sees half of one."""
+"""The files a run leaves, and writing files so that a reader, or a crash, never sees half of one.
+
+No PyTorch here: the ONNX-only install reads run folders too.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+RUN_CHECKPOINT = "model.pt"  # in a run's folder
+ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
+
+
+def model_file(path: str | Path) -> Path:
+    """The file a path given for a model stands for: a run's folder its checkpoint, an ensemble's its manifest."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    return path / (RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else ENSEMBLE_MANIFEST)
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

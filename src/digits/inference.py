@@ -20,7 +20,7 @@ from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import DigitsError
-from .files import atomic_write
+from .files import RUN_CHECKPOINT, atomic_write, model_file
 from .prepare import FIELD, Source, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
@@ -110,7 +110,7 @@ def default_model() -> Path:
     from .training import RUNS_DIR
 
     # A run still training has a checkpoint too; only a finished one is a default.
-    for checkpoint in sorted(RUNS_DIR.glob("*/model.pt"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for checkpoint in sorted(RUNS_DIR.glob(f"*/{RUN_CHECKPOINT}"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             if load_checkpoint(checkpoint).get("finished"):
                 return checkpoint
@@ -130,7 +130,7 @@ def load(path: str | Path | None = None, backend: str = "auto", device: str = "a
     """
     if backend not in ("auto", "torch", "onnx"):
         raise DigitsError(f"--backend {backend}: choose auto, torch or onnx")
-    path = Path(path) if path is not None else default_model()
+    path = model_file(path) if path is not None else default_model()
     is_onnx = path.suffix.lower() == ".onnx"
     if is_onnx and backend == "torch":
         raise DigitsError(f"{path}: an ONNX file runs on the onnx backend — use --backend onnx")

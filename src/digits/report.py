@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from .checkpoint import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, load_checkpoint, load_model
+from .checkpoint import load_checkpoint, load_model
 from .data import Dataset, load_dataset
 from .engine import resolve_device
 from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
-from .files import atomic_write
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
 from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure, picture_grid, png,
                     reliability_figure)
 
@@ -89,7 +89,7 @@ def _checkpoint_path(run_dir: Path) -> Path:
     if (run_dir / ENSEMBLE_MANIFEST).is_file():
         raise DigitsError(f"{run_dir}: an ensemble — give one of its members' run folders, e.g. {run_dir / 'member-1'}")
     if not (run_dir / RUN_CHECKPOINT).is_file():
-        raise DigitsError(f"{run_dir}: no model.pt here — give a run folder written by `digits train`")
+        raise DigitsError(f"{run_dir}: no {RUN_CHECKPOINT} here — give a run folder written by `digits train`")
     return run_dir / RUN_CHECKPOINT
 
 

@@ -25,13 +25,13 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from . import distributed
-from .checkpoint import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, load_checkpoint, load_model, load_weights, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, load_weights, save_checkpoint
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import atomic_write
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -129,7 +129,7 @@ def default_run_dir(model: str) -> Path:
 
 def latest_run_dir(model: str | None = None) -> Path | None:
     """The newest run folder holding a checkpoint (of one model, if named)."""
-    runs = [p.parent for p in RUNS_DIR.glob(f"{model or '*'}-*/model.pt")]
+    runs = [p.parent for p in RUNS_DIR.glob(f"{model or '*'}-*/{RUN_CHECKPOINT}")]
     return max(runs, key=lambda p: p.stat().st_mtime, default=None)
 
 
@@ -154,10 +154,10 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
             raise DigitsError(f"--resume: no run of {config.model!r} to resume under {RUNS_DIR}/; give --out DIR")
         resumed = load_checkpoint(folder / RUN_CHECKPOINT)
         if resumed["model"] != config.model:
-            raise DigitsError(f"--resume: {folder}/model.pt holds model {resumed['model']!r}, "
+            raise DigitsError(f"--resume: {folder / RUN_CHECKPOINT} holds model {resumed['model']!r}, "
                               f"not {config.model!r}; pass --model {resumed['model']}")
         if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
-            raise DigitsError(f"--resume: {folder}/model.pt holds no training state to resume from;"
+            raise DigitsError(f"--resume: {folder / RUN_CHECKPOINT} holds no training state to resume from;"
                               " train a new run instead")
         # A resumed run keeps its own schedule and seed; only the length may change.
         recipe = Recipe.from_dict(resumed["recipe"])
@@ -290,7 +290,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         return Run(folder, model.eval(), history)
     plot_curves(history, folder / "curves.png")
     console.print(f"{'Validation' if config.holdout else 'Test'} accuracy {history[-1]['val_accuracy']:.2%}"
-                  f" — checkpoint {folder / 'model.pt'}")
+                  f" — checkpoint {folder / RUN_CHECKPOINT}")
     if writer:
         writer.close()
     if config.report and len(data.test):  # pictures given without validation data have nothing to report
@@ -327,7 +327,7 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         runs = [_finished_run(member.out) for member in configs]
     validation = split_for_training(data, config.subset, config.holdout)[1]
     accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, device).accuracy
-    manifest = {"model": config.model, "members": [f"member-{k + 1}/model.pt" for k in range(members)],
+    manifest = {"model": config.model, "members": [f"member-{k + 1}/{RUN_CHECKPOINT}" for k in range(members)],
                 "member_accuracy": [run.accuracy for run in runs], "accuracy": accuracy}
     atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     if verbose:
