@@ -1,7 +1,7 @@
 """Test digits classified per second by each zoo model against the size of its forward passes.
 
 `predict_logits` sizes a pass on a CPU so that the model's largest activation stays within
-engine.CPU_PASS_BYTES (about what stays in cache); this prints, per model, images/s at that
+engine.CPU_PASS_BYTES (about half the last-level cache); this prints, per model, images/s at that
 size ("chosen") and at fixed sizes, measured in one run, rounds interleaved, median of
 --repeats. Weights are as built (speed does not depend on them).
 
