@@ -17,8 +17,7 @@ import time
 import torch
 
 import digits
-from digits.engine import inference_batch_size, prepare_model
-from digits.evaluation import predict_logits
+from digits.engine import inference_batch_size, predict_logits, prepare_model
 from digits.models import create_model
 
 CPU = torch.device("cpu")

@@ -9,9 +9,8 @@ import torch
 from digits import Dataset, DigitsError, TrainConfig, train
 from digits.augment import Augment
 from digits.engine import (CPU_PASS_BYTES, GPU_PASS, as_batch, autocast, cpu_has_bf16, inference_batch_size,
-                           maybe_compile, resolve_precision)
+                           maybe_compile, predict_logits, resolve_precision)
 from digits.models import create_model
-from digits.evaluation import predict_logits
 
 CPU = torch.device("cpu")
 

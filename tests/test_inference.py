@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -65,6 +67,17 @@ def test_predict_prepared_is_the_batch_path(classifier, mnist):
     assert classifier.predict_prepared(batch[:0]).shape == (0, 10)
     with pytest.raises(DigitsError, match=r"shape \(N, 28, 28\)"):
         classifier.predict_prepared(np.zeros((3, 32, 32), np.uint8))
+
+
+def test_predicting_imports_neither_plotting_nor_training(learned, mnist, tmp_path):
+    # Start-up time of `digits predict` and `digits serve`: matplotlib alone costs half a second.
+    picture = tmp_path / "digit.png"
+    ink_on_paper(mnist.test.images[0].numpy(), seed=0).save(picture)
+    code = ("import sys, digits; digits.load(sys.argv[1]).predict([sys.argv[2]]);"
+            "print(sorted({'matplotlib', 'digits.evaluation', 'digits.training'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, str(learned.checkpoint), str(picture)],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_read_number(classifier, mnist):

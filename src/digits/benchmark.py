@@ -27,9 +27,8 @@ from typing import Any
 import torch
 
 from .data import Dataset, Split
-from .engine import autocast, cpu_threads, resolve_device, resolve_precision
+from .engine import autocast, cpu_threads, predict_logits, resolve_device, resolve_precision
 from .errors import DigitsError
-from .evaluation import predict_logits
 from .files import atomic_write
 from .models import count_parameters, create_model
 from .training import STEP_LABEL, Run, TrainConfig, train

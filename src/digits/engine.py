@@ -131,6 +131,26 @@ def inference_batch_size(model: nn.Module, device: torch.device) -> int:
     return _pass_sizes[model]
 
 
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, in forward passes of
+    ``batch_size`` (default: sized to the model and the device, see inference_batch_size)."""
+    was_training = model.training
+    if was_training:  # switching modes walks every module: too slow for one-digit requests
+        model.eval()
+    device = torch.device(device)
+    batch_size = batch_size or inference_batch_size(model, device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size].to(device)
+        batch = as_batch(batch) if batch.ndim == 3 else batch.float()
+        out.append(model(batch).float().cpu())
+    if was_training:
+        model.train()
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     """torch.compile the model if asked; any compilation failure falls back to eager execution.
 

@@ -13,28 +13,8 @@ from torch.nn import functional as F
 
 from .checkpoint import load_model
 from .data import Split, load_dataset
-from .engine import as_batch, inference_batch_size, resolve_device
+from .engine import predict_logits, resolve_device
 from .plots import plot_confusion, plot_mistakes
-
-
-@torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, in forward passes of
-    ``batch_size`` (default: sized to the model and the device, see inference_batch_size)."""
-    was_training = model.training
-    if was_training:  # switching modes walks every module: too slow for one-digit requests
-        model.eval()
-    device = torch.device(device)
-    batch_size = batch_size or inference_batch_size(model, device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
-        batch = as_batch(batch) if batch.ndim == 3 else batch.float()
-        out.append(model(batch).float().cpu())
-    if was_training:
-        model.train()
-    return torch.cat(out) if out else torch.empty(0, 10)
 
 
 @dataclass

@@ -65,7 +65,7 @@ class TorchBackend:
         import torch
 
         from .engine import autocast
-        from .evaluation import predict_logits
+        from .engine import predict_logits
 
         with autocast(self.device, self.precision):
             return predict_logits(self.model, torch.from_numpy(batch), device=self.device).numpy()
