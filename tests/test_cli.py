@@ -37,6 +37,23 @@ def trained(tiny, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
                   "--no-report"), out
 
 
+def test_help_imports_neither_pytorch_nor_scikit_learn():
+    # Every command pays for its imports before it starts: together these two take about 3 s.
+    code = ("import contextlib, io, sys\nfrom digits.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['--help'])\n"
+            "print(sorted({'torch', 'sklearn'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_resolves():
+    import digits as api
+
+    assert all(getattr(api, name) is not None for name in api.__all__)
+    assert callable(api.prepare) and api.load.__module__ == "digits.inference"
+
+
 def test_models_lists_seed():
     result = digits("models")
     assert result.returncode == 0, result.stderr

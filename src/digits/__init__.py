@@ -6,16 +6,17 @@ The public API; the command line and the service are thin layers over it.
 import importlib
 
 from .errors import DigitsError
-from .inference import Classifier, load
-from .prepare import prepare
+from .prepare import prepare  # named as its module, so imported now: importing the module later would hide it
 
-# The rest needs PyTorch, which a deployment predicting from an ONNX file may not have
-# installed: each name is imported from its module on first use.
+# The rest is imported from its module on first use: a deployment predicting from an ONNX
+# file need not have PyTorch installed, and `digits --help` need not wait 1.4 s for
+# scikit-learn, which the Classifier's base classes come from.
 _LAZY = {
     "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
     "data": ("DATASETS", "Dataset", "Split", "load_dataset", "read_idx", "write_idx"),
     "evaluation": ("Evaluation", "evaluate", "evaluate_checkpoint"),
     "explain": ("explain_picture", "integrated_gradients"),
+    "inference": ("Classifier", "load"),
     "models": ("Recipe", "count_parameters", "create_model", "list_models", "register_model"),
     "report": ("compare_runs", "write_report"),
     "training": ("Run", "TrainConfig", "train", "train_ensemble"),
@@ -33,4 +34,4 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = ["Classifier", "DigitsError", "load", "prepare", *_MODULE_OF]
+__all__ = ["DigitsError", "prepare", *_MODULE_OF]
