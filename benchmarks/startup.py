@@ -1,0 +1,49 @@
+"""Seconds from the shell to a `digits` command's answer, imports included: `digits --help`, and
+`digits predict` on one picture with a run's checkpoint (and with its ONNX export, when the
+folder holds one). Each command runs --repeats times, the commands interleaved; medians.
+
+    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/startup.py --model RUN_FOLDER [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+import digits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="a run's folder, as `digits train` writes it")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-dir", help="folder of the MNIST files (default: $DIGITS_DATA_DIR/mnist)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        picture = Path(folder) / "digit.png"
+        Image.fromarray(255 - digits.load_dataset("mnist", args.data_dir).test.images[0].numpy()).save(picture)
+        commands = {"digits --help": ["--help"],
+                    "digits predict (torch)": ["predict", "--model", args.model, picture]}
+        if (args.model / "model.onnx").exists():
+            commands["digits predict (onnx)"] = ["predict", "--model", args.model, "--backend", "onnx", picture]
+        seconds: dict[str, list[float]] = {label: [] for label in commands}
+        for _ in range(args.repeats + 1):  # the first round fills the file cache and is not counted
+            for label, command in commands.items():
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "digits", *map(str, command)], check=True,
+                               stdout=subprocess.DEVNULL)
+                seconds[label].append(time.perf_counter() - start)
+    for label, times in seconds.items():
+        print(f"{label:24} median {statistics.median(times[1:]):.2f} s  ({', '.join(f'{t:.2f}' for t in times[1:])})")
+
+
+if __name__ == "__main__":
+    main()
