@@ -64,8 +64,7 @@ class TorchBackend:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        from .engine import autocast
-        from .engine import predict_logits
+        from .engine import autocast, predict_logits
 
         with autocast(self.device, self.precision):
             return predict_logits(self.model, torch.from_numpy(batch), device=self.device).numpy()
