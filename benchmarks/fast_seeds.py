@@ -35,7 +35,7 @@ def main() -> None:
         accuracy.append(run.accuracy)
         seconds.append(run.history[-1]["elapsed"])
         print(f"seed {seed}: test accuracy {run.accuracy:.2%}, training {seconds[-1]:.2f} s", flush=True)
-    print(f"{args.model}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
+    print(f"{args.model}, threads: {args.threads or torch.get_num_threads()}, torch {torch.__version__}: "
           f"mean test accuracy {statistics.mean(accuracy):.2%} over {args.seeds} seeds, "
           f"median training time {statistics.median(seconds):.2f} s")
 

@@ -32,7 +32,7 @@ def main() -> None:
                                               out=out, report=False), data=data)
     seconds = [row["seconds"] for row in run.history]
     median = statistics.median(seconds)
-    print(f"seed, batch 32, {len(data.train):,} images, {torch.get_num_threads()} threads, "
+    print(f"seed, batch 32, {len(data.train):,} images, threads: {args.threads or torch.get_num_threads()}, "
           f"torch {torch.__version__}")
     print(f"epochs: {', '.join(f'{s:.1f} s' for s in seconds)}")
     print(f"median: {median:.1f} s/epoch, {len(data.train) / median:,.0f} training images/s")
