@@ -1,8 +1,8 @@
 """Seconds from the shell to a `digits` command's answer, imports included: `digits --help`, and
-`digits predict` on one picture with a run's checkpoint (and with its ONNX export, when the
-folder holds one). Each command runs --repeats times, the commands interleaved; medians.
+`digits predict` on one picture with a run's checkpoint (and with its ONNX export, when
+`digits export` has written one). Each command runs --repeats times, interleaved; medians.
 
-    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/startup.py --model RUN_FOLDER [--repeats 5]
+    DIGITS_DATA_DIR=DATA_ROOT python benchmarks/startup.py --model RUN [--repeats 5]
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from pathlib import Path
 from PIL import Image
 
 import digits
+from digits.files import model_file
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="a run's folder, as `digits train` writes it")
+    parser.add_argument("--model", required=True, help="a run's folder or its checkpoint")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data-dir", help="folder of the MNIST files (default: $DIGITS_DATA_DIR/mnist)")
     args = parser.parse_args()
@@ -32,7 +33,7 @@ def main() -> None:
         Image.fromarray(255 - digits.load_dataset("mnist", args.data_dir).test.images[0].numpy()).save(picture)
         commands = {"digits --help": ["--help"],
                     "digits predict (torch)": ["predict", "--model", args.model, picture]}
-        if (args.model / "model.onnx").exists():
+        if model_file(args.model).with_suffix(".onnx").exists():  # where `digits.load` looks for the export
             commands["digits predict (onnx)"] = ["predict", "--model", args.model, "--backend", "onnx", picture]
         seconds: dict[str, list[float]] = {label: [] for label in commands}
         for _ in range(args.repeats + 1):  # the first round fills the file cache and is not counted

@@ -22,11 +22,8 @@ from .errors import DigitsError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # Bytes of a model's largest activation per forward pass when predicting on a CPU: about half
-# the last-level cache (32 MiB on the 2-core machine). Larger passes wait on memory, smaller ones
-# on per-layer overhead. benchmarks/forward_pass_size.py, in one run: seed 5,282 test digits/s
-# (96 a pass), `fast` 56,393/s (1,820), `best` 4,938/s (167); in passes of 2,000 2,330, 57,083 and
-# 2,671/s. At 6 MiB (36, 682 and 62 a pass) an earlier run gave 5,124, 66,052 and 4,666/s against
-# 5,260, 65,112 and 4,979/s at this size.
+# the last-level cache of the 2-core machine (32 MiB). Larger passes wait on memory, smaller ones
+# on per-layer overhead; benchmarks/forward_pass_size.py measures it (figures in the README).
 CPU_PASS_BYTES = 16 * 2**20
 GPU_PASS = 2048  # images per forward pass on a GPU, which wants large ones
 _pass_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

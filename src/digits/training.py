@@ -152,12 +152,13 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         folder = folder or latest_run_dir(config.model)
         if folder is None:
             raise DigitsError(f"--resume: no run of {config.model!r} to resume under {RUNS_DIR}/; give --out DIR")
-        resumed = load_checkpoint(folder / RUN_CHECKPOINT)
+        checkpoint = folder / RUN_CHECKPOINT
+        resumed = load_checkpoint(checkpoint)
         if resumed["model"] != config.model:
-            raise DigitsError(f"--resume: {folder / RUN_CHECKPOINT} holds model {resumed['model']!r}, "
+            raise DigitsError(f"--resume: {checkpoint} holds model {resumed['model']!r}, "
                               f"not {config.model!r}; pass --model {resumed['model']}")
         if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
-            raise DigitsError(f"--resume: {folder / RUN_CHECKPOINT} holds no training state to resume from;"
+            raise DigitsError(f"--resume: {checkpoint} holds no training state to resume from;"
                               " train a new run instead")
         # A resumed run keeps its own schedule and seed; only the length may change.
         recipe = Recipe.from_dict(resumed["recipe"])
@@ -167,6 +168,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                                 "report": config.report, "tensorboard": config.tensorboard,
                                 "data_dir": config.data_dir or resumed["config"]["data_dir"]})
     folder = folder or default_run_dir(config.model)
+    checkpoint = folder / RUN_CHECKPOINT
     if recipe.epochs < 1 or recipe.batch_size < 1 or not recipe.lr > 0:
         raise DigitsError("epochs, batch size and learning rate must be positive")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
@@ -191,7 +193,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, Any]] = []
     if resumed:
-        load_weights(model, resumed, folder / RUN_CHECKPOINT)
+        load_weights(model, resumed, checkpoint)
         optimizer.load_state_dict(resumed["optimizer"])
         if scheduler:
             scheduler.load_state_dict(resumed["scheduler"])
@@ -260,7 +262,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                         "batch_size": recipe.batch_size, "lr": optimizer.param_groups[0]["lr"],
                         "processes": world.size})
         if world.is_main:  # one writer: the other ranks hold the same weights
-            save_checkpoint(folder / RUN_CHECKPOINT, {
+            save_checkpoint(checkpoint, {
                 "model": config.model, "normalize": recipe.normalize,
                 "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler else None,
@@ -290,7 +292,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         return Run(folder, model.eval(), history)
     plot_curves(history, folder / "curves.png")
     console.print(f"{'Validation' if config.holdout else 'Test'} accuracy {history[-1]['val_accuracy']:.2%}"
-                  f" — checkpoint {folder / RUN_CHECKPOINT}")
+                  f" — checkpoint {checkpoint}")
     if writer:
         writer.close()
     if config.report and len(data.test):  # pictures given without validation data have nothing to report
