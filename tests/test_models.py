@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from digits import DigitsError, count_parameters, create_model, list_models
-from digits.models import MNIST_MEAN, MNIST_STD, Scale
+from torch.nn import functional as F
+
+from digits.checkpoint import build_model
+from digits.models import MNIST_MEAN, MNIST_STD, Scale, soften
 
 
 def test_seed_has_the_tutorial_parameter_count():
@@ -63,3 +66,40 @@ def test_registry_lists_seed_with_its_recipe():
     recipe = entry.recipe
     assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.eps) == (10, 32, 1e-3, 1e-7)
     assert recipe.optimizer == "adam" and recipe.normalize is False
+
+
+def shifted(images: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    """The images moved by (dx, dy) pixels, read back by bilinear interpolation."""
+    theta = torch.tensor([[1.0, 0.0, dx * 2 / 28], [0.0, 1.0, dy * 2 / 28]]).expand(len(images), 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def test_soften_is_the_mean_of_the_image_moved_half_a_pixel_along_each_diagonal():
+    images = torch.rand(3, 1, 28, 28) * 255
+    moved = [shifted(images, dx, dy) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]
+    # grid_sample computes its sampling points in float32: pixels of 0–255 agree to within 1e-3
+    torch.testing.assert_close(soften(images), torch.stack(moved).mean(0), atol=1e-3, rtol=0)
+
+
+def test_test_time_augment_averages_the_digit_and_its_softened_reading_in_evaluation_only():
+    torch.manual_seed(0)
+    model = create_model("best")
+    assert model.test_time_augment and not create_model("fast").test_time_augment  # the recipes'
+    plain = create_model("best", test_time_augment=False)
+    plain.load_state_dict(model.state_dict())  # the same weights under the same names
+    x = torch.rand(4, 1, 28, 28) * 255
+    with torch.no_grad():
+        model.eval(), plain.eval()
+        expected = (plain(x).softmax(1) + plain(soften(x)).softmax(1)) / 2
+        torch.testing.assert_close(model(x).softmax(1), expected)
+        assert not torch.allclose(plain(x).softmax(1), expected, atol=1e-4)
+        model.train(), plain.train()  # training reads each digit once
+        torch.testing.assert_close(model(x), plain(x))
+
+
+@pytest.mark.parametrize("saved, expected", [(True, True), (False, False), (None, False)])
+def test_a_checkpoint_builds_the_model_its_recipe_trained(saved, expected):
+    recipe = {} if saved is None else {"test_time_augment": saved}  # None: saved before recipes had it
+    payload = {"model": "best", "normalize": True, "recipe": recipe, "state_dict": create_model("best").state_dict()}
+    assert build_model(payload).test_time_augment is expected

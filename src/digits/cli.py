@@ -160,7 +160,8 @@ def cmd_models(args: argparse.Namespace) -> None:
     def recipe(r) -> str:
         return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {_count(r.epochs, 'epoch')}"
                 f"{', ' + r.schedule if r.schedule != 'constant' else ''}"
-                f"{', augmented' if r.augment else ''}, {'normalized' if r.normalize else 'raw 0–255'} input")
+                f"{', augmented' if r.augment else ''}{', test-time augmented' if r.test_time_augment else ''}"
+                f", {'normalized' if r.normalize else 'raw 0–255'} input")
 
     rows = [{"name": e.name, "parameters": count_parameters(create_model(e.name)), "recipe": recipe(e.recipe),
              "description": e.description} for e in list_models()]

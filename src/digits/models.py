@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .augment import Augment
 from .errors import DigitsError
@@ -34,6 +35,7 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: Augment | None = None  # random distortions of every training batch
     normalize: bool = False  # False feeds raw 0–255 pixels, as the tutorial does
+    test_time_augment: bool = False  # evaluation also reads each digit softened (see Classifier)
 
     def with_overrides(self, **overrides) -> Recipe:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -98,34 +100,58 @@ class Scale(nn.Module):
         return f"normalize={self.normalize}"
 
 
-class Classifier(nn.Sequential):
-    """Input scaling followed by a network from the zoo."""
+def soften(images: torch.Tensor) -> torch.Tensor:
+    """A 3×3 binomial blur: the mean of the image moved half a pixel along each diagonal."""
+    weights = images.new_tensor([1.0, 2.0, 1.0])
+    kernel = (weights[:, None] * weights[None, :] / 16).expand(images.shape[1], 1, 3, 3)
+    return F.conv2d(images, kernel, padding=1, groups=images.shape[1])
 
-    def __init__(self, name: str, net: nn.Module, normalize: bool):
+
+def log_mean_probability(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (K, N, C) of K readings of N images as one reading: the log of the mean probability.
+
+    It behaves as logits everywhere: softmax gives back the averaged probabilities, argmax the vote.
+    """
+    probabilities = logits.float().softmax(-1).mean(0)
+    return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+class Classifier(nn.Sequential):
+    """Input scaling followed by a network from the zoo.
+
+    With ``test_time_augment``, evaluation reads every digit twice, as given and softened, and
+    averages the two readings. Training distortions resample every digit, which softens it, so a
+    network trained on them reads a softened digit a little better; averaging both readings cut
+    held-out errors by about a fifth (see the README). Training itself reads each batch once.
+    """
+
+    def __init__(self, name: str, net: nn.Module, normalize: bool, test_time_augment: bool = False):
         super().__init__(Scale(normalize), net)
         self.name = name
+        self.test_time_augment = test_time_augment
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.test_time_augment:
+            return super().forward(x)
+        return log_mean_probability(super().forward(torch.cat([x, soften(x)])).unflatten(0, (2, -1)))
 
 
 class Ensemble(nn.Module):
-    """Several trained models as one: their probabilities averaged.
-
-    The output is the log of the mean probability, so it behaves as logits everywhere
-    (softmax gives back the averaged probabilities, argmax the ensemble's vote).
-    """
+    """Several trained models as one: their probabilities averaged (see log_mean_probability)."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
-        return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
+        return log_mean_probability(torch.stack([m(x) for m in self.members]))
 
 
-def create_model(name: str, normalize: bool | None = None) -> Classifier:
-    """Build a zoo model by name; ``normalize`` defaults to the model's recipe."""
+def create_model(name: str, normalize: bool | None = None, test_time_augment: bool | None = None) -> Classifier:
+    """Build a zoo model by name; ``normalize`` and ``test_time_augment`` default to its recipe."""
     entry = get_entry(name)
-    return Classifier(name, entry.build(), entry.recipe.normalize if normalize is None else normalize)
+    return Classifier(name, entry.build(), entry.recipe.normalize if normalize is None else normalize,
+                      entry.recipe.test_time_augment if test_time_augment is None else test_time_augment)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -188,7 +214,8 @@ def fast() -> nn.Module:
 
 
 @register_model(Recipe(epochs=24, batch_size=128, lr=5e-3, schedule="onecycle", label_smoothing=0.1,
-                       augment=Augment(rotate=10, scale=0.1, shift=2, elastic=1.5), normalize=True))
+                       augment=Augment(rotate=10, scale=0.1, shift=2, elastic=1.5), normalize=True,
+                       test_time_augment=True))
 def best() -> nn.Module:
     """A VGG-style batch-norm CNN trained on distorted digits (rotation, zoom, shift, elastic)."""
     return nn.Sequential(
