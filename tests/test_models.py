@@ -1,4 +1,5 @@
-"""The model zoo: the seed CNN is the tutorial's network, parameter for parameter."""
+"""The model zoo: the seed CNN is the tutorial's network, parameter for parameter; `best` reads
+every digit twice in evaluation."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import math
 import pytest
 import torch
 from torch import nn
-
-from digits import DigitsError, count_parameters, create_model, list_models
 from torch.nn import functional as F
 
+from digits import DigitsError, count_parameters, create_model, list_models
 from digits.checkpoint import build_model
 from digits.models import MNIST_MEAN, MNIST_STD, Scale, soften
 
