@@ -9,8 +9,8 @@ from .errors import DigitsError
 from .prepare import prepare  # named as its module, so imported now: importing the module later would hide it
 
 # The rest is imported from its module on first use: a deployment predicting from an ONNX
-# file need not have PyTorch installed, and `digits --help` need not wait 1.4 s for
-# scikit-learn, which the Classifier's base classes come from.
+# file need not have PyTorch installed, and `digits --help` need not wait for scikit-learn,
+# which the Classifier's base classes come from (the README's start-up figures).
 _LAZY = {
     "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
     "data": ("DATASETS", "Dataset", "Split", "load_dataset", "read_idx", "write_idx"),
