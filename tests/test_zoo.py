@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from digits import Dataset, TrainConfig, create_model, evaluate_checkpoint, list_models, load_model, train
+from digits import (Dataset, DigitsError, TrainConfig, create_model, evaluate_checkpoint, list_models, load_model,
+                    make_ensemble, train)
 from digits.baselines import run_baselines
 from digits.benchmark import PROFILE_WARMUP, STEP_PARTS, benchmark, profile_steps, step_part, training_flops
-from digits.checkpoint import load_checkpoint
+from digits.checkpoint import load_checkpoint, save_checkpoint
 from digits.cli import main
 from digits.engine import autocast
 from digits.models import Ensemble, get_entry
@@ -114,6 +115,37 @@ def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
     result = evaluate_checkpoint(folder / "ensemble.json", data_dir=None)
     assert result["model"] == "fast ensemble of 2" and (folder / "confusion.png").is_file()
     assert result["accuracy"] > 0.9
+
+
+def test_trained_models_of_different_kinds_combine_into_an_ensemble(small, tmp_path, capsys):
+    runs = [train(TrainConfig(model=name, epochs=1, out=tmp_path / name, report=False), small, verbose=False)
+            for name in ("fast", "seed")]
+    assert main(["ensemble", str(tmp_path / "fast"), str(tmp_path / "seed" / "model.pt"),
+                 "--out", str(tmp_path / "both")]) == 0
+    assert capsys.readouterr().out.startswith("fast+seed ensemble of 2: mnist test accuracy ")
+    manifest = json.loads((tmp_path / "both" / "ensemble.json").read_text())
+    assert manifest["members"] == ["../fast/model.pt", "../seed/model.pt"]  # relative: the folders move together
+
+    ensemble, payload = load_model(tmp_path / "both")
+    assert payload["model"] == "fast+seed ensemble of 2"
+    x = torch.rand(5, 1, 28, 28) * 255
+    with torch.no_grad():
+        expected = torch.stack([run.model(x).softmax(1) for run in runs]).mean(0)
+        assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
+
+    # An ensemble given as a model stands for its members.
+    third = train(TrainConfig(model="fast", epochs=1, seed=1, out=tmp_path / "third", report=False), small,
+                  verbose=False)
+    manifest = make_ensemble([tmp_path / "both", third.folder], tmp_path / "three")
+    assert json.loads(manifest.read_text())["members"] == ["../fast/model.pt", "../seed/model.pt", "../third/model.pt"]
+
+    # Members must read the same classes.
+    fashion = {**load_checkpoint(third.checkpoint), "dataset": "fashion-mnist"}
+    del fashion["format"]
+    save_checkpoint(tmp_path / "fashion" / "model.pt", fashion)
+    with pytest.raises(DigitsError, match=r"different datasets \(fashion-mnist, mnist\)"):
+        make_ensemble([tmp_path / "fast", tmp_path / "fashion"], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
 
 
 def test_a_folder_without_checkpoint_or_manifest_is_a_clear_error(tmp_path, capsys):

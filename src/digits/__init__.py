@@ -12,7 +12,7 @@ from .prepare import prepare  # named as its module, so imported now: importing 
 # file need not have PyTorch installed, and `digits --help` need not wait for scikit-learn,
 # which the Classifier's base classes come from (the README's start-up figures).
 _LAZY = {
-    "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
+    "checkpoint": ("load_checkpoint", "load_model", "make_ensemble", "save_checkpoint"),
     "data": ("DATASETS", "Dataset", "Split", "load_dataset", "read_idx", "write_idx"),
     "evaluation": ("Evaluation", "evaluate", "evaluate_checkpoint"),
     "explain": ("explain_picture", "integrated_gradients"),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -77,16 +78,60 @@ def load_model(path: str | Path) -> tuple[Classifier | Ensemble, dict[str, Any]]
 def load_ensemble(manifest: str | Path) -> tuple[Ensemble, dict[str, Any]]:
     """The members an ensemble manifest names, averaged; the payload describes the whole."""
     manifest = Path(manifest)
+    described = read_manifest(manifest)
+    loaded = [load_model(manifest.parent / member) for member in described["members"]]
+    first = loaded[0][1]
+    payload = {**{k: v for k, v in first.items() if k not in ("state_dict", "optimizer", "scheduler")},
+               "model": f"{described.get('model', first['model'])} ensemble of {len(loaded)}",
+               "members": described["members"]}
+    return Ensemble([model for model, _ in loaded]).eval(), payload
+
+
+def read_manifest(manifest: Path) -> dict[str, Any]:
     if not manifest.is_file():
         raise DigitsError(f"{manifest.parent}: no {RUN_CHECKPOINT} or {ENSEMBLE_MANIFEST} there")
     try:
-        members = json.loads(manifest.read_text())["members"]
+        described = json.loads(manifest.read_text())
+        members = described["members"]
     except (ValueError, KeyError, TypeError):
         raise DigitsError(f"{manifest}: not a digits ensemble manifest") from None
-    loaded = [load_model(manifest.parent / member) for member in members]
-    if not loaded:
+    if not members:
         raise DigitsError(f"{manifest}: the ensemble has no members")
-    first = loaded[0][1]
-    payload = {**{k: v for k, v in first.items() if k not in ("state_dict", "optimizer", "scheduler")},
-               "model": f"{first['model']} ensemble of {len(loaded)}", "members": members}
-    return Ensemble([model for model, _ in loaded]).eval(), payload
+    return described
+
+
+def member_checkpoints(path: str | Path) -> list[Path]:
+    """The checkpoint files a model stands for: a run's own, or every member of an ensemble."""
+    path = model_file(path)
+    if path.name != ENSEMBLE_MANIFEST:
+        return [path]
+    return [file for member in read_manifest(path)["members"] for file in member_checkpoints(path.parent / member)]
+
+
+def save_ensemble(folder: str | Path, models: Sequence[str | Path], **facts: Any) -> Path:
+    """Write FOLDER/ensemble.json naming the models' checkpoints (an ensemble given stands for its
+    members), relative to FOLDER; ``facts`` join the manifest. Returns the manifest's path."""
+    folder = Path(folder)
+    files = [file for model in models for file in member_checkpoints(model)]
+    if len(set(map(os.path.realpath, files))) < len(files):
+        raise DigitsError("a model is given twice: each member of an ensemble must be a different checkpoint")
+    payloads = [load_checkpoint(file) for file in files]
+    datasets = sorted({(p.get("dataset", "mnist"), tuple(p["classes"])) for p in payloads})
+    if len(datasets) > 1:
+        raise DigitsError(f"the models read different datasets ({', '.join(d for d, _ in datasets)}):"
+                          " an ensemble's members must share their classes")
+    manifest = {"model": "+".join(dict.fromkeys(p["model"] for p in payloads)),
+                "members": [Path(os.path.relpath(file, folder)).as_posix() for file in files], **facts}
+    atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return folder / ENSEMBLE_MANIFEST
+
+
+def make_ensemble(models: Sequence[str | Path], out: str | Path) -> Path:
+    """An ensemble of trained models (runs, checkpoints or ensembles), written as OUT/ensemble.json;
+    the members' files stay where they are. Returns the manifest's path."""
+    out = Path(out)
+    if len(models) < 2:
+        raise DigitsError("give two or more models to combine into an ensemble")
+    if any((out / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
+        raise DigitsError(f"{out}: already holds a model; give --out a new folder")
+    return save_ensemble(out, models)

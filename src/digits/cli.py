@@ -154,6 +154,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {result['files']['confusion']} and {result['files']['mistakes']}")
 
 
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from .checkpoint import make_ensemble
+    from .evaluation import evaluate_checkpoint
+
+    manifest = make_ensemble(args.models, args.out)
+    result = evaluate_checkpoint(manifest.parent, args.dataset, args.data_dir, device=args.device)
+    print(f"{result['model']}: {result['dataset']} test accuracy {result['accuracy']:.2%} — wrote {manifest}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from .models import count_parameters, create_model, list_models
 
@@ -342,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("ensemble", help="combine trained models into one that averages their probabilities")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="run folders, checkpoints or ensembles (their members join)")
+    p.add_argument("--out", required=True, help="new folder for the ensemble's ensemble.json")
+    data_options(p, dataset_default=None)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(run=cmd_ensemble)
 
     p = commands.add_parser("models", help="list the model zoo")
     p.set_defaults(run=cmd_models)

@@ -25,13 +25,13 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from . import distributed
-from .checkpoint import load_checkpoint, load_model, load_weights, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, load_weights, save_checkpoint, save_ensemble
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
+from .files import RUN_CHECKPOINT, atomic_write
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -329,12 +329,11 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         runs = [_finished_run(member.out) for member in configs]
     validation = split_for_training(data, config.subset, config.holdout)[1]
     accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, device).accuracy
-    manifest = {"model": config.model, "members": [f"member-{k + 1}/{RUN_CHECKPOINT}" for k in range(members)],
-                "member_accuracy": [run.accuracy for run in runs], "accuracy": accuracy}
-    atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    member_accuracy = [run.accuracy for run in runs]
+    save_ensemble(folder, [run.checkpoint for run in runs], member_accuracy=member_accuracy, accuracy=accuracy)
     if verbose:
         print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
-              f" (members {', '.join(f'{a:.2%}' for a in manifest['member_accuracy'])}) — {folder}")
+              f" (members {', '.join(f'{a:.2%}' for a in member_accuracy)}) — {folder}")
     return folder, runs
 
 
