@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from digits import Dataset, Run, TrainConfig, train
+from digits.checkpoint import save_ensemble
 from digits.cli import main
 from digits.report import calibration, compare_runs
 
@@ -139,6 +140,11 @@ def test_bad_input_is_one_line_and_loses_nothing(run: Run, small: Path, tmp_path
     error = capsys.readouterr().err
     assert error.startswith(f"digits: error: {blocker / 'report.html'}: cannot write") and error.count("\n") == 1
     assert (run.folder / "report.html").read_bytes() == before
+    # An ensemble has no history of its own: the error names a member's run folder.
+    save_ensemble(tmp_path / "ensemble", [run.folder])
+    assert main(["report", str(tmp_path / "ensemble")]) == 2
+    assert capsys.readouterr().err == (f"digits: error: {tmp_path / 'ensemble'}: an ensemble — give one of its "
+                                       f"members' run folders, e.g. {run.folder}\n")
 
 
 def test_calibration_error() -> None:

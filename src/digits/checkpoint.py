@@ -105,7 +105,8 @@ def member_checkpoints(path: str | Path) -> list[Path]:
     path = model_file(path)
     if path.name != ENSEMBLE_MANIFEST:
         return [path]
-    return [file for member in read_manifest(path)["members"] for file in member_checkpoints(path.parent / member)]
+    members = read_manifest(path)["members"]
+    return [file for member in members for file in member_checkpoints(os.path.normpath(path.parent / member))]
 
 
 def save_ensemble(folder: str | Path, models: Sequence[str | Path], **facts: Any) -> Path:

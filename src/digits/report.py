@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import load_checkpoint, load_model, member_checkpoints
 from .data import Dataset, load_dataset
 from .engine import resolve_device
 from .errors import DigitsError
@@ -87,7 +87,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
 
 def _checkpoint_path(run_dir: Path) -> Path:
     if (run_dir / ENSEMBLE_MANIFEST).is_file():
-        raise DigitsError(f"{run_dir}: an ensemble — give one of its members' run folders, e.g. {run_dir / 'member-1'}")
+        first = member_checkpoints(run_dir)[0].parent
+        raise DigitsError(f"{run_dir}: an ensemble — give one of its members' run folders, e.g. {first}")
     if not (run_dir / RUN_CHECKPOINT).is_file():
         raise DigitsError(f"{run_dir}: no {RUN_CHECKPOINT} here — give a run folder written by `digits train`")
     return run_dir / RUN_CHECKPOINT
