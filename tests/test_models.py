@@ -90,11 +90,13 @@ def test_test_time_augment_averages_the_digit_and_its_softened_reading_in_evalua
     plain.load_state_dict(model.state_dict())  # the same weights under the same names
     x = torch.rand(4, 1, 28, 28) * 255
     with torch.no_grad():
-        model.eval(), plain.eval()
+        model.eval()
+        plain.eval()
         expected = (plain(x).softmax(1) + plain(soften(x)).softmax(1)) / 2
         torch.testing.assert_close(model(x).softmax(1), expected)
         assert not torch.allclose(plain(x).softmax(1), expected, atol=1e-4)
-        model.train(), plain.train()  # training reads each digit once
+        model.train()  # training reads each digit once
+        plain.train()
         torch.testing.assert_close(model(x), plain(x))
 
 
