@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_and_loses_nothing(run: Run, small: Path, tmp_path
     assert error.startswith(f"digits: error: {blocker / 'report.html'}: cannot write") and error.count("\n") == 1
     assert (run.folder / "report.html").read_bytes() == before
     # An ensemble has no history of its own: the error names a member's run folder.
-    save_ensemble(tmp_path / "ensemble", [run.folder])
+    save_ensemble(tmp_path / "ensemble", [run.checkpoint], "seed")
     assert main(["report", str(tmp_path / "ensemble")]) == 2
     assert capsys.readouterr().err == (f"digits: error: {tmp_path / 'ensemble'}: an ensemble — give one of its "
                                        f"members' run folders, e.g. {run.folder}\n")

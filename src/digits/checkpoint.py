@@ -88,6 +88,7 @@ def load_ensemble(manifest: str | Path) -> tuple[Ensemble, dict[str, Any]]:
 
 
 def read_manifest(manifest: Path) -> dict[str, Any]:
+    """An ensemble manifest's contents, checked to name at least one member."""
     if not manifest.is_file():
         raise DigitsError(f"{manifest.parent}: no {RUN_CHECKPOINT} or {ENSEMBLE_MANIFEST} there")
     try:
@@ -109,10 +110,25 @@ def member_checkpoints(path: str | Path) -> list[Path]:
     return [file for member in members for file in member_checkpoints(os.path.normpath(path.parent / member))]
 
 
-def save_ensemble(folder: str | Path, models: Sequence[str | Path], **facts: Any) -> Path:
-    """Write FOLDER/ensemble.json naming the models' checkpoints (an ensemble given stands for its
-    members), relative to FOLDER; ``facts`` join the manifest. Returns the manifest's path."""
+def save_ensemble(folder: str | Path, checkpoints: Sequence[str | Path], model: str, **facts: Any) -> Path:
+    """Write FOLDER/ensemble.json naming the members' checkpoint files relative to FOLDER, so the
+    folders can move together; ``facts`` join the manifest. Returns the manifest's path."""
     folder = Path(folder)
+    manifest = {"model": model, "members": [Path(os.path.relpath(file, folder)).as_posix() for file in checkpoints],
+                **facts}
+    atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return folder / ENSEMBLE_MANIFEST
+
+
+def make_ensemble(models: Sequence[str | Path], out: str | Path) -> Path:
+    """An ensemble of trained models (runs, checkpoints or ensembles, which stand for their
+    members), written as OUT/ensemble.json; the members' files stay where they are. Returns the
+    manifest's path."""
+    out = Path(out)
+    if len(models) < 2:
+        raise DigitsError("give two or more models to combine into an ensemble")
+    if any((out / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
+        raise DigitsError(f"{out}: already holds a model; give --out a new folder")
     files = [file for model in models for file in member_checkpoints(model)]
     if len(set(map(os.path.realpath, files))) < len(files):
         raise DigitsError("a model is given twice: each member of an ensemble must be a different checkpoint")
@@ -121,18 +137,4 @@ def save_ensemble(folder: str | Path, models: Sequence[str | Path], **facts: Any
     if len(datasets) > 1:
         raise DigitsError(f"the models read different datasets ({', '.join(d for d, _ in datasets)}):"
                           " an ensemble's members must share their classes")
-    manifest = {"model": "+".join(dict.fromkeys(p["model"] for p in payloads)),
-                "members": [Path(os.path.relpath(file, folder)).as_posix() for file in files], **facts}
-    atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    return folder / ENSEMBLE_MANIFEST
-
-
-def make_ensemble(models: Sequence[str | Path], out: str | Path) -> Path:
-    """An ensemble of trained models (runs, checkpoints or ensembles), written as OUT/ensemble.json;
-    the members' files stay where they are. Returns the manifest's path."""
-    out = Path(out)
-    if len(models) < 2:
-        raise DigitsError("give two or more models to combine into an ensemble")
-    if any((out / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
-        raise DigitsError(f"{out}: already holds a model; give --out a new folder")
-    return save_ensemble(out, models)
+    return save_ensemble(out, files, "+".join(dict.fromkeys(p["model"] for p in payloads)))

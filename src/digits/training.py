@@ -330,7 +330,8 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     validation = split_for_training(data, config.subset, config.holdout)[1]
     accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, device).accuracy
     member_accuracy = [run.accuracy for run in runs]
-    save_ensemble(folder, [run.checkpoint for run in runs], member_accuracy=member_accuracy, accuracy=accuracy)
+    save_ensemble(folder, [run.checkpoint for run in runs], config.model, member_accuracy=member_accuracy,
+                  accuracy=accuracy)
     if verbose:
         print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
               f" (members {', '.join(f'{a:.2%}' for a in member_accuracy)}) — {folder}")
