@@ -168,8 +168,8 @@ def test_a_run_can_skip_its_report(mnist: Dataset, tmp_path: Path) -> None:
 
 
 def test_a_holdout_run_says_what_validated_it(small: Path, tmp_path: Path) -> None:
-    run = train(TrainConfig(dataset="small", data_dir=small, epochs=1, holdout=500, subset=500, out=tmp_path),
-                verbose=False)
+    train(TrainConfig(dataset="small", data_dir=small, epochs=1, holdout=500, subset=500, out=tmp_path),
+          verbose=False)
     text = " ".join((tmp_path / "report.html").read_text().split())
     assert "Validation is the last 500 training images, held out" in text
     assert Page((tmp_path / "report.html").read_text()).metrics["count"] == 1000  # and the test set is reported
