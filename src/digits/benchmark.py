@@ -104,9 +104,10 @@ def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.d
 
 
 def model_row(run: Run, data: Dataset, device: torch.device, precision: str) -> dict[str, Any]:
-    seconds = statistics.median(h["seconds"] for h in run.history)
+    epoch_seconds = [h["seconds"] for h in run.history]
+    seconds = statistics.median(epoch_seconds)
     return {"model": run.model.name, "parameters": count_parameters(run.model), "precision": precision,
-            "epochs": len(run.history), "seconds_per_epoch": seconds,
+            "epochs": len(run.history), "epoch_seconds": epoch_seconds, "seconds_per_epoch": seconds,
             "train_images_per_s": len(data.train) / seconds,
             **work_rates(training_flops(run.model.name), len(data.train) / seconds),
             **{f"time_to_{t:.1%}": run.time_to(t) for t in TARGETS},
@@ -162,7 +163,7 @@ def keras_row(data: Dataset, epochs: int) -> dict[str, Any] | None:
         model.predict(x_test, batch_size=1000, verbose=0)
         predict.append(time.perf_counter() - tick)
     return {"model": "keras tutorial", "keras": keras.__version__, "parameters": model.count_params(),
-            "precision": "fp32", "epochs": epochs, "seconds_per_epoch": seconds,
+            "precision": "fp32", "epochs": epochs, "epoch_seconds": clock.seconds, "seconds_per_epoch": seconds,
             "train_images_per_s": len(data.train) / seconds,
             **work_rates(training_flops("seed"), len(data.train) / seconds),  # the seed CNN, layer for layer
             **{f"time_to_{t:.1%}": next((s for s, a in zip(elapsed, clock.accuracy) if a >= t), None)
