@@ -74,8 +74,12 @@ def training_flops(name: str) -> float:
     return sum(flop_counts(name).values())
 
 
-def work_rates(flops_per_image: float, images_per_s: float) -> dict[str, float]:
-    return {"train_mflop_per_image": flops_per_image / 1e6, "train_gflops": flops_per_image * images_per_s / 1e9}
+def training_rates(epoch_seconds: list[float], images: int, flops_per_image: float) -> dict[str, Any]:
+    """Each epoch's seconds, their median, and the images and flops per second at that median."""
+    seconds = statistics.median(epoch_seconds)
+    return {"epochs": len(epoch_seconds), "epoch_seconds": epoch_seconds, "seconds_per_epoch": seconds,
+            "train_images_per_s": images / seconds, "train_mflop_per_image": flops_per_image / 1e6,
+            "train_gflops": flops_per_image * images / seconds / 1e9}
 
 
 def peak_gflops(device: torch.device, precision: str, repeats: int = 5) -> float:
@@ -104,12 +108,8 @@ def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.d
 
 
 def model_row(run: Run, data: Dataset, device: torch.device, precision: str) -> dict[str, Any]:
-    epoch_seconds = [h["seconds"] for h in run.history]
-    seconds = statistics.median(epoch_seconds)
     return {"model": run.model.name, "parameters": count_parameters(run.model), "precision": precision,
-            "epochs": len(run.history), "epoch_seconds": epoch_seconds, "seconds_per_epoch": seconds,
-            "train_images_per_s": len(data.train) / seconds,
-            **work_rates(training_flops(run.model.name), len(data.train) / seconds),
+            **training_rates([h["seconds"] for h in run.history], len(data.train), training_flops(run.model.name)),
             **{f"time_to_{t:.1%}": run.time_to(t) for t in TARGETS},
             "training_seconds": run.history[-1]["elapsed"], "accuracy": run.accuracy,
             "inference_images_per_s": inference_rate(run.model, data.test.images, device, precision)}
@@ -156,16 +156,14 @@ def keras_row(data: Dataset, epochs: int) -> dict[str, Any] | None:
     clock = EpochClock()
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, callbacks=[clock], verbose=0)
     elapsed = [sum(clock.seconds[:i + 1]) for i in range(epochs)]
-    seconds = statistics.median(clock.seconds)
     predict = []
     for _ in range(4):
         tick = time.perf_counter()
         model.predict(x_test, batch_size=1000, verbose=0)
         predict.append(time.perf_counter() - tick)
     return {"model": "keras tutorial", "keras": keras.__version__, "parameters": model.count_params(),
-            "precision": "fp32", "epochs": epochs, "epoch_seconds": clock.seconds, "seconds_per_epoch": seconds,
-            "train_images_per_s": len(data.train) / seconds,
-            **work_rates(training_flops("seed"), len(data.train) / seconds),  # the seed CNN, layer for layer
+            "precision": "fp32",
+            **training_rates(clock.seconds, len(data.train), training_flops("seed")),  # the seed CNN, layer for layer
             **{f"time_to_{t:.1%}": next((s for s, a in zip(elapsed, clock.accuracy) if a >= t), None)
                for t in TARGETS},
             "training_seconds": elapsed[-1], "accuracy": float(clock.accuracy[-1]),
