@@ -43,6 +43,25 @@ def test_seed_starts_glorot_uniform_with_zero_biases():
         assert torch.count_nonzero(layer.bias) == 0
 
 
+def test_seed_computes_the_tutorials_layer_order():
+    """The seed CNN pools before its second ReLU and runs both ReLUs in place; the tutorial's
+    order (ReLU inside each Conv2D, then the pool) must give the same logits and gradients."""
+    torch.manual_seed(0)
+    model = create_model("seed")
+    conv1, conv2, dense = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    tutorial = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), dense)
+    images = torch.rand(16, 1, 28, 28) * 255
+    images[:, :, :8] = 0  # blank rows, as in MNIST: windows whose pre-activations are all negative
+    outputs = []
+    for net in (model, tutorial):
+        net.zero_grad()
+        logits = net(images)
+        F.cross_entropy(logits, torch.arange(16) % 10).backward()
+        outputs.append([logits.detach()] + [p.grad.clone() for p in net.parameters()])
+    for ours, theirs in zip(*outputs):
+        torch.testing.assert_close(ours, theirs)
+
+
 def test_scale_feeds_raw_or_normalized_pixels():
     pixels = torch.tensor([0.0, 255.0])
     assert torch.equal(Scale(normalize=False)(pixels), pixels)

@@ -55,7 +55,7 @@ def feature_maps(model: nn.Module, image: np.ndarray | torch.Tensor) -> list[tup
     maps: list[tuple[str, np.ndarray]] = []
 
     def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        maps.append((names[module], output[0].cpu().numpy()))
+        maps.append((names[module], output[0].cpu().numpy().copy()))  # an in-place ReLU overwrites it next
 
     hooks = [module.register_forward_hook(keep) for module in names]
     was_training = model.training

@@ -173,9 +173,13 @@ def glorot_init(model: nn.Module) -> nn.Module:
 def seed() -> nn.Module:
     """The Keras tutorial's CNN exactly: Conv 64 → Conv 32 → MaxPool → Dense 10."""
     return glorot_init(nn.Sequential(
-        nn.Conv2d(1, 64, 3), nn.ReLU(),
-        nn.Conv2d(64, 32, 3), nn.ReLU(),
-        nn.MaxPool2d(2),
+        # Keras applies each ReLU inside its Conv2D. Max-pooling commutes with ReLU, so pooling
+        # first computes the same function and gradients with a quarter of the second ReLU's
+        # work; in place, neither ReLU allocates its output. In bf16 on the 2-core CPU both cut
+        # a training step by about 6% each (the README has the figures).
+        nn.Conv2d(1, 64, 3), nn.ReLU(inplace=True),
+        nn.Conv2d(64, 32, 3),
+        nn.MaxPool2d(2), nn.ReLU(inplace=True),
         nn.Flatten(),
         nn.Linear(32 * 12 * 12, 10),  # softmax lives in the loss
     ))
