@@ -51,7 +51,7 @@ def test_seed_computes_the_tutorials_layer_order():
     conv1, conv2, dense = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     tutorial = nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), dense)
     images = torch.rand(16, 1, 28, 28) * 255
-    images[:, :, :8] = 0  # blank rows, as in MNIST: windows whose pre-activations are all negative
+    images[:, :, :8] = 0  # blank rows, as in MNIST: with zero biases, windows of tied zeros
     outputs = []
     for net in (model, tutorial):
         net.zero_grad()

@@ -16,6 +16,7 @@ per kind of layer, forward and backward, and the rate its convolutions reach.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -155,7 +156,7 @@ def keras_row(data: Dataset, epochs: int) -> dict[str, Any] | None:
 
     clock = EpochClock()
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, callbacks=[clock], verbose=0)
-    elapsed = [sum(clock.seconds[:i + 1]) for i in range(epochs)]
+    elapsed = list(itertools.accumulate(clock.seconds))
     predict = []
     for _ in range(4):
         tick = time.perf_counter()
