@@ -2,7 +2,7 @@
 of its members misread it too.
 
 If most of the ensemble's mistakes are shared by most members, more members of the same recipe
-will not mend them; only members that err differently can.
+are unlikely to mend them; members that err differently might.
 
     DIGITS_DATA_DIR=DATA_ROOT python benchmarks/ensemble_errors.py runs/best-x10
 """
@@ -28,12 +28,12 @@ def main() -> None:
     # The ensemble averages its members' probabilities; so does this, from the members' own readings.
     probabilities = np.stack([digits.evaluate(member, test).probabilities for member in ensemble.members])
     labels = test.labels.numpy()
-    members_wrong = (probabilities.argmax(2) != labels).sum(0)
+    wrong = probabilities.argmax(2) != labels  # (member, digit)
+    members_wrong = wrong.sum(0)
     ensemble_wrong = probabilities.mean(0).argmax(1) != labels
 
-    members = len(probabilities)
-    print(f"{members} members, each wrong on: {', '.join(str(n) for n in (probabilities.argmax(2) != labels).sum(1))}"
-          f" of {len(labels):,} test digits")
+    members = len(wrong)
+    print(f"{members} members, each wrong on: {', '.join(map(str, wrong.sum(1)))} of {len(labels):,} test digits")
     print(f"the ensemble is wrong on {ensemble_wrong.sum()} ({1 - ensemble_wrong.mean():.2%} right)")
     shared = Counter(members_wrong[ensemble_wrong].tolist())
     print("its mistakes, by how many members also made them: "
