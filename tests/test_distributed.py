@@ -1,4 +1,5 @@
-"""Distributed data-parallel training: real gloo process groups on the CPU."""
+"""Distributed data-parallel training: real gloo process groups on the CPU; ensemble members
+side by side, on a GPU where there is one."""
 
 import json
 import os
@@ -6,14 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
-from digits import load_checkpoint
+from digits import DigitsError, load_checkpoint
 from digits.distributed import World
 
-TRAIN = ["--model", "fast", "--subset", "4000", "--no-report", "--threads", "1"]
+TRAIN = ["--model", "fast", "--subset", "4000", "--no-report", "--threads", "1", "--device", "cpu"]
 
 
 def digits_cmd(*args: str) -> list[str]:
@@ -86,6 +88,7 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tmp_path):
     assert history[-1]["val_accuracy"] >= 0.90
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CUDA choices where there is no GPU")
 def test_the_cuda_path_is_chosen_right_without_a_gpu(monkeypatch):
     """Device, precision and autocast choices for GPUs, checked on the CPU (torch's own
     CUDA queries are stood in for; the logic under test is ours)."""
@@ -105,12 +108,38 @@ def test_the_cuda_path_is_chosen_right_without_a_gpu(monkeypatch):
     assert optimizer_options(torch.device("cuda")) == {"fused": True}
 
 
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    """NCCL cannot put two ranks on one GPU: say so before starting any (torch's count of GPUs
+    is stood in for where there is none)."""
+    from digits.distributed import check_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_gpus(1, torch.device("cuda"))
+    check_gpus(2, torch.device("cpu"))
+    with pytest.raises(DigitsError, match="--nproc 2 on cuda takes one GPU per process and this machine has 1; "
+                                          "give --nproc 1 or fewer, or --device cpu"):
+        check_gpus(2, torch.device("cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_on_more_gpus_than_there_are_fails_in_one_line(tmp_path):
+    gpus = torch.cuda.device_count()
+    done = subprocess.run(digits_cmd("train", "--model", "fast", "--device", "cuda", "--nproc", str(gpus + 1),
+                                     "--out", str(tmp_path / "run")), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"digits: error: --nproc {gpus + 1} on cuda takes one GPU per process and this machine has {gpus}; "
+        f"give --nproc {gpus} or fewer, or --device cpu"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_ensemble_members_train_side_by_side_as_they_would_one_by_one(mnist, tmp_path):
     from digits import Dataset, TrainConfig, train
     from digits.training import train_ensemble
 
     data = Dataset("mnist", mnist.classes, mnist.train.take(slice(0, 2000)), mnist.test.take(slice(0, 500)))
-    config = TrainConfig(model="fast", out=tmp_path / "ensemble", report=False, threads=1)
+    # On the CPU, where a seed fixes a run exactly (a GPU's kernels need not be deterministic).
+    config = TrainConfig(model="fast", out=tmp_path / "ensemble", report=False, threads=1, device="cpu")
     folder, runs = train_ensemble(config, 3, data, verbose=False, processes=2)
     manifest = json.loads((folder / "ensemble.json").read_text())
     assert manifest["members"] == ["member-1/model.pt", "member-2/model.pt", "member-3/model.pt"]
@@ -118,8 +147,7 @@ def test_ensemble_members_train_side_by_side_as_they_would_one_by_one(mnist, tmp
 
     # Each member is exactly the run its seed gives in this process, one after another.
     threads = torch.get_num_threads()
-    alone = train(TrainConfig(model="fast", seed=2, out=tmp_path / "alone", report=False, threads=1),
-                  data, verbose=False)
+    alone = train(replace(config, seed=2, out=tmp_path / "alone"), data, verbose=False)
     assert torch.get_num_threads() == threads  # the caller's setting is back
     member = load_checkpoint(folder / "member-3" / "model.pt")
     assert member["config"]["seed"] == 2 and member["environment"]["threads"] == 1

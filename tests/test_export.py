@@ -50,7 +50,8 @@ def test_the_export_is_onnx_with_any_batch_size(exported):
 def test_onnx_and_pytorch_agree_on_the_whole_test_set(exported, mnist):
     checkpoint, path, _ = exported
     images = mnist.test.images.numpy()
-    reference = digits.load(checkpoint, precision="fp32").predict_prepared(images)
+    # On the CPU, as ONNX Runtime computes: a GPU's fp32 convolutions round to TF32.
+    reference = digits.load(checkpoint, device="cpu", precision="fp32").predict_prepared(images)
     onnx_model = digits.load(path)
     probabilities = onnx_model.predict_prepared(images)
     assert (probabilities.argmax(1) == reference.argmax(1)).all()
@@ -113,7 +114,7 @@ def test_onnx_files_that_are_not_digit_models_are_refused(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
     other = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # any ONNX Runtime reads
     onnx.save(other, tmp_path / "other.onnx")
     with pytest.raises(DigitsError, match="other.onnx: not a digit classifier"):
         digits.load(tmp_path / "other.onnx")

@@ -213,7 +213,9 @@ def test_micro_batcher_gathers_waiting_requests_into_one_pass(classifier, mnist)
 
     for max_batch, passes in ((64, 1), (4, 3), (1, 10)):
         results, metrics = asyncio.run(ask(max_batch))
-        assert np.allclose(np.concatenate(results), expected, atol=1e-6)
+        # Within rounding (bf16 on a GPU rounds differently in passes of different sizes); a row
+        # handed to the wrong request would be off by far more.
+        assert np.abs(np.concatenate(results) - expected).max() < 0.01
         assert metrics.registry.get_sample_value("digits_forward_batch_size_count") == passes
         assert metrics.registry.get_sample_value("digits_forward_batch_size_sum") == 10
 

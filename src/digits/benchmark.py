@@ -22,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,16 +226,19 @@ def profile_steps(data: Dataset, name: str, images: int | None = None, precision
     `train`, under torch's profiler, and adds up each step's operators by part (STEP_PARTS);
     "outside operators" is the rest of the step (Python, the autograd engine's own work). Parts
     with a flop count get their rate and its share of the measured peak."""
-    target = resolve_device(device)
+    target = torch.device("cpu") if device == "auto" else resolve_device(device)  # auto: the CPU, even beside a GPU
     if target.type != "cpu":
         raise DigitsError(f"--profile times operators on the CPU, where they run in order, not on "
                           f"{target.type}; add --device cpu")
     images = PROFILE_IMAGES if images is None else images
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's start and stop lines (level 5) on stderr
     small = Dataset(data.name, data.classes, data.train.first(images), data.test.take(slice(0, 16)))
-    with cpu_threads(threads):
+    with cpu_threads(threads), warnings.catch_warnings():
+        # Some torch versions warn, as the profiler starts, that a second cycle would drop the
+        # first one's events; there is one cycle.
+        warnings.filterwarnings("ignore", "Warning: Profiler clears events", UserWarning)
         with tempfile.TemporaryDirectory() as folder, torch.profiler.profile() as profiler:
-            run = train(TrainConfig(model=name, epochs=1, precision=precision, device=device, out=folder,
+            run = train(TrainConfig(model=name, epochs=1, precision=precision, device="cpu", out=folder,
                                     report=False), small, verbose=False)
         steps = sorted((e for e in profiler.events() if e.name == STEP_LABEL), key=lambda e: e.time_range.start)
         steps = steps[PROFILE_WARMUP:]

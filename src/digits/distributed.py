@@ -84,10 +84,19 @@ def init(device: torch.device) -> World:
     if size == 1:
         return World()
     if not dist.is_initialized():
+        check_gpus(int(os.environ.get("LOCAL_WORLD_SIZE", size)), device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         # A dead rank must end the run, not hang it: collectives time out.
         dist.init_process_group(backend, timeout=timedelta(seconds=120))
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def check_gpus(processes: int, device: torch.device) -> None:
+    """NCCL gives each rank a GPU of its own: two ranks cannot share one."""
+    gpus = torch.cuda.device_count()
+    if device.type == "cuda" and processes > gpus:
+        raise DigitsError(f"--nproc {processes} on cuda takes one GPU per process and this machine has {gpus}; "
+                          f"give --nproc {gpus} or fewer, or --device cpu")
 
 
 def local_device(device: torch.device) -> torch.device:
@@ -150,14 +159,15 @@ def failures_reported() -> Iterator[None]:
                           f"({first_line[:160]})") from None
 
 
-def launch(nproc: int, train_args: list[str]) -> None:
-    """Run `digits train ARGS` on nproc local processes, as torchrun would."""
+def launch(nproc: int, train_args: list[str], device: torch.device) -> None:
+    """Run `digits train ARGS` on nproc local processes on ``device``, as torchrun would."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
         raise DigitsError(f"--nproc {nproc}: give a number of processes ≥ 1")
+    check_gpus(nproc, device)
     if nproc > 1:  # as torchrun does: N processes of N threads each would fight over the cores
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     # The agent's own log lines would bury the one line that says what happened.

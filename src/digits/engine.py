@@ -128,15 +128,21 @@ def inference_batch_size(model: nn.Module, device: torch.device) -> int:
     return _pass_sizes[model]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's weights are, and so where its inputs must go."""
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, in forward passes of
-    ``batch_size`` (default: sized to the model and the device, see inference_batch_size)."""
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, computed on ``device``
+    (default: the model's) in forward passes of ``batch_size`` (default: sized to the model
+    and the device, see inference_batch_size)."""
     was_training = model.training
     if was_training:  # switching modes walks every module: too slow for one-digit requests
         model.eval()
-    device = torch.device(device)
+    device = torch.device(device) if device else model_device(model)
     batch_size = batch_size or inference_batch_size(model, device)
     out = []
     for start in range(0, len(images), batch_size):

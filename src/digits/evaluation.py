@@ -42,8 +42,10 @@ class Evaluation:
                 "per_class": self.per_class(), "confusion": self.confusion().tolist()}
 
 
-def evaluate(model: nn.Module, split: Split, device: torch.device | str = "cpu",
+def evaluate(model: nn.Module, split: Split, device: torch.device | str | None = None,
              batch_size: int | None = None) -> Evaluation:
+    """Loss, accuracy and probabilities of ``model`` on ``split``, computed on ``device``
+    (default: where the model is)."""
     logits = predict_logits(model, split.images, batch_size, device)
     loss = F.cross_entropy(logits, split.labels).item() if len(split) else float("nan")
     probabilities = logits.softmax(1).numpy()

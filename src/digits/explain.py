@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .engine import model_device
 from .errors import DigitsError
 from .plots import explanation_figure, save
 
 
 def _batch(model: nn.Module, image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """One image as the (1, 1, 28, 28) float tensor the model takes, on the model's device."""
-    device = next(model.parameters()).device
-    return torch.as_tensor(np.asarray(image), dtype=torch.float32, device=device).reshape(1, 1, 28, 28)
+    return torch.as_tensor(np.asarray(image), dtype=torch.float32, device=model_device(model)).reshape(1, 1, 28, 28)
 
 
 def integrated_gradients(model: nn.Module, image: np.ndarray | torch.Tensor, target: int | None = None,

@@ -328,7 +328,8 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         distributed.spawn(_train_members, (configs, data, processes, verbose), processes)
         runs = [_finished_run(member.out) for member in configs]
     validation = split_for_training(data, config.subset, config.holdout)[1]
-    accuracy = evaluate(Ensemble([run.model for run in runs]).eval(), validation, device).accuracy
+    # Members trained in other processes come back from their checkpoints, on the CPU.
+    accuracy = evaluate(Ensemble([run.model for run in runs]).to(device).eval(), validation).accuracy
     member_accuracy = [run.accuracy for run in runs]
     save_ensemble(folder, [run.checkpoint for run in runs], config.model, member_accuracy=member_accuracy,
                   accuracy=accuracy)
