@@ -10,7 +10,7 @@ from .prepare import prepare  # named as its module, so imported now: importing 
 
 # The rest is imported from its module on first use: a deployment predicting from an ONNX
 # file need not have PyTorch installed, and `digits --help` need not wait for scikit-learn,
-# which the Classifier's base classes come from (the README's start-up figures).
+# which the Classifier's base classes come from (the start-up figures in benchmarks/README.md).
 _LAZY = {
     "checkpoint": ("load_checkpoint", "load_model", "make_ensemble", "save_checkpoint"),
     "data": ("DATASETS", "Dataset", "Split", "load_dataset", "read_idx", "write_idx"),

@@ -23,7 +23,7 @@ from .errors import DigitsError
 PRECISIONS = ("auto", "bf16", "fp32")
 # Bytes of a model's largest activation per forward pass when predicting on a CPU: about half
 # the last-level cache of the 2-core machine (32 MiB). Larger passes wait on memory, smaller ones
-# on per-layer overhead; benchmarks/forward_pass_size.py measures it (figures in the README).
+# on per-layer overhead; benchmarks/forward_pass_size.py measures it (figures in benchmarks/README.md).
 CPU_PASS_BYTES = 16 * 2**20
 GPU_PASS = 2048  # images per forward pass on a GPU, which wants large ones
 _pass_sizes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

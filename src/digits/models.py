@@ -176,7 +176,7 @@ def seed() -> nn.Module:
         # Keras applies each ReLU inside its Conv2D. Max-pooling commutes with ReLU, so pooling
         # first computes the same function and gradients with a quarter of the second ReLU's
         # work; in place, neither ReLU allocates its output. An epoch in bf16 on the 2-core CPU
-        # took about 3% less time (the README has the figures).
+        # took about 3% less time (benchmarks/README.md has the figures).
         nn.Conv2d(1, 64, 3), nn.ReLU(inplace=True),
         nn.Conv2d(64, 32, 3),
         nn.MaxPool2d(2), nn.ReLU(inplace=True),
