@@ -84,7 +84,8 @@ class OnnxBackend:
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:  # ONNX Runtime's errors share no base class but Exception
-            raise DigitsError(f"{path}: not a readable ONNX model ({str(e).strip().splitlines()[0]})") from None
+            reason = (str(e).strip() or type(e).__name__).splitlines()[0]
+            raise DigitsError(f"{path}: not a readable ONNX model ({reason})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or inputs[0].shape[1:] != [1, FIELD, FIELD] or outputs[0].shape[1:] != [10]:
             raise DigitsError(f"{path}: not a digit classifier (expects images of shape "
