@@ -62,9 +62,9 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None,
     The pictures go to ``out``, by default the folder that holds the checkpoint.
     """
     model, payload = load_model(checkpoint)
-    device = resolve_device(device)
+    device = resolve_device(device)  # a bad --device fails before the dataset loads
     data = load_dataset(dataset or payload.get("dataset", "mnist"), data_dir)
-    result = evaluate(model.to(device), data.test, device)
+    result = evaluate(model.to(device), data.test)
     out = Path(out) if out else Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     plot_confusion(result.confusion(), data.classes, out / "confusion.png")
     plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,

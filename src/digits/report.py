@@ -42,9 +42,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: Da
     data = data or load_dataset(payload.get("dataset", "mnist"), data_dir)
     if not len(data.test):
         raise DigitsError(f"{data.name}: no test images to report on — give the dataset's test split")
-    device = resolve_device(device)
-    model.to(device)
-    result = evaluate(model, data.test, device)
+    result = evaluate(model.to(resolve_device(device)), data.test)
     out = Path(out) if out else run_dir / REPORT_NAME
     _write(out, render(run_dir, payload, model, data, result).encode())
     return out

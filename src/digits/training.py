@@ -253,7 +253,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         elapsed += seconds
         seen, loss_sum, correct = world.sum(torch.stack([torch.tensor(float(seen), device=device),
                                                           loss_sum, correct.float()])).tolist()
-        val = evaluate(model, validation, device)
+        val = evaluate(model, validation)
         if config.target_accuracy and val.accuracy >= config.target_accuracy:
             stopped = f"target accuracy {config.target_accuracy:g} reached"
         history.append({"epoch": epoch + 1, "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
