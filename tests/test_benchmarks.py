@@ -87,3 +87,13 @@ def test_serve_load(learned):
     rows = re.findall(r"^(\d+) connections, .*?\s+[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)", out, re.MULTILINE)
     assert [int(connections) for connections, _, _ in rows] == [8, 8, 32]
     assert all(int(served) > 0 and int(errors) == 0 for _, served, errors in rows)
+
+
+def test_best_holdout():
+    out = run_script("best_holdout.py", "--seeds", "2", "--epochs", "1", "--subset", "2000",
+                     "--optimizer", "adam", "--weight-decay", "0", "--rotate", "15")
+    # Each flag differs from best's own recipe (AdamW, weight decay 0.05, ±10°), so it must show.
+    assert "optimizer='adam'" in out and "weight_decay=0.0," in out and "rotate=15" in out
+    each = [int(n) for n in re.findall(r"seed \d: misreads (\d+) of 10,000 held-out digits reading twice", out)]
+    mean, ensemble = re.search(r"mean ([\d.]+) misread .* the ensemble of 2 misreads (\d+)", out).groups()
+    assert len(each) == 2 and float(mean) == sum(each) / 2 and 0 <= int(ensemble) <= 10_000

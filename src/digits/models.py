@@ -217,7 +217,8 @@ def fast() -> nn.Module:
     )
 
 
-@register_model(Recipe(epochs=24, batch_size=128, lr=5e-3, schedule="onecycle", label_smoothing=0.1,
+@register_model(Recipe(epochs=24, batch_size=128, lr=5e-3, optimizer="adamw", weight_decay=0.05,
+                       schedule="onecycle", label_smoothing=0.1,
                        augment=Augment(rotate=10, scale=0.1, shift=2, elastic=1.5), normalize=True,
                        test_time_augment=True))
 def best() -> nn.Module:
