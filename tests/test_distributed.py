@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +177,37 @@ def test_a_failing_ensemble_member_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert done.stderr.strip() == "digits: error: --subset -5: give a positive number of training images"
+
+
+def test_stopping_an_ensemble_with_sigterm_stops_its_workers(tmp_path):
+    run = subprocess.Popen(digits_cmd("train", "--model", "fast", "--subset", "1000", "--epochs", "1000",
+                                      "--no-report", "--ensemble", "2", "--nproc", "2", "--out", str(tmp_path / "x")),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in run.stdout:  # both workers are training once each has finished an epoch
+            if "Epoch 1/1000" in line and "member-2" in line:
+                break
+        workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == run.pid]
+        assert len(workers) >= 2
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 130 and run.stderr.read().strip() == "digits: interrupted"
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        run.kill()
+
+
+def _parent(process: Path) -> int | None:
+    try:
+        return int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -124,11 +125,28 @@ def spawn(function: Callable[..., None], args: tuple, processes: int) -> None:
     errors = mp.get_context("spawn").SimpleQueue()
     threads = max(1, torch.get_num_threads() // processes)
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # our one line says it
+    context = mp.start_processes(_worker, (function, args, errors, threads), nprocs=processes,
+                                 join=False, start_method="spawn")
+    # SIGTERM reaches this process alone, not the workers as Ctrl-C does: turn it into an
+    # interrupt, so that stopping the run stops them too instead of leaving them training.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        mp.start_processes(_worker, (function, args, errors, threads), nprocs=processes, start_method="spawn")
+        while not context.join():
+            pass
     except ProcessException as e:
         raise DigitsError(errors.get() if not errors.empty() else
                           f"worker process {e.error_index} failed (pid {e.pid})") from None
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _worker(index: int, function: Callable[..., None], args: tuple, errors, threads: int) -> None:
