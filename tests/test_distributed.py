@@ -187,7 +187,8 @@ def test_stopping_an_ensemble_with_sigterm_stops_its_workers(tmp_path):
         for line in run.stdout:  # both workers are training once each has finished an epoch
             if "Epoch 1/1000" in line and "member-2" in line:
                 break
-        workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == run.pid]
+        pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        workers = [pid for pid in pids if _stat(pid)[1:2] == [str(run.pid)]]  # its children
         assert len(workers) >= 2
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=60) == 130 and run.stderr.read().strip() == "digits: interrupted"
@@ -199,15 +200,13 @@ def test_stopping_an_ensemble_with_sigterm_stops_its_workers(tmp_path):
         run.kill()
 
 
-def _parent(process: Path) -> int | None:
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, parent pid, …); [] once it is gone."""
     try:
-        return int((process / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
 
 
 def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return _stat(pid)[:1] not in ([], ["Z"])  # a zombie has ended

@@ -132,7 +132,7 @@ def spawn(function: Callable[..., None], args: tuple, processes: int) -> None:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        while not context.join():
+        while not context.join():  # join returns as each process ends, True once all have
             pass
     except ProcessException as e:
         raise DigitsError(errors.get() if not errors.empty() else
