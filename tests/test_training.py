@@ -88,6 +88,15 @@ def test_resume_continues_exactly(small, tmp_path):
     assert_same_weights(resumed.checkpoint, straight.checkpoint)
 
 
+def test_resume_keeps_a_one_cycle_schedule_s_length(small, tmp_path):
+    out = tmp_path / "fast"
+    train(TrainConfig(model="fast", epochs=2, out=out, report=False), data=small, verbose=False)
+    before = (out / "model.pt").read_bytes()
+    with pytest.raises(DigitsError, match="one-cycle schedule planned for 2 epochs"):
+        train(TrainConfig(model="fast", epochs=3, resume=True, out=out, report=False), data=small, verbose=False)
+    assert (out / "model.pt").read_bytes() == before
+
+
 def test_resume_survives_kill_9(make_dataset, tmp_path):
     data_dir = make_dataset(tmp_path / "digits", train=2000, test=100)
     run = tmp_path / "killed"

@@ -160,9 +160,15 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
             raise DigitsError(f"--resume: {checkpoint} holds no training state to resume from;"
                               " train a new run instead")
-        # A resumed run keeps its own schedule and seed; only the length may change.
+        # A resumed run keeps its own schedule and seed; only the length may change, and not
+        # that of a one-cycle schedule, whose learning rate was planned over the whole run.
         recipe = Recipe.from_dict(resumed["recipe"])
+        planned = recipe.epochs
         recipe = recipe.with_overrides(epochs=config.epochs)
+        if recipe.schedule == "onecycle" and recipe.epochs != planned:
+            raise DigitsError(f"--epochs {recipe.epochs}: {checkpoint} follows a one-cycle schedule "
+                              f"planned for {planned} epochs, which cannot change; resume without "
+                              "--epochs, or train a new run")
         config = TrainConfig(**{**resumed["config"], "epochs": recipe.epochs, "resume": True,
                                 "out": folder, "device": config.device, "threads": config.threads,
                                 "report": config.report, "tensorboard": config.tensorboard,
