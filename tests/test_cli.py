@@ -97,7 +97,11 @@ def damaged(tmp_path_factory) -> Path:
 
 BAD_INPUTS = {
     "missing checkpoint": (["evaluate", "{tmp}/nope.pt"], "no such checkpoint"),
-    "damaged checkpoint": (["evaluate", "{damaged}"], "not a readable digits checkpoint"),
+    "damaged checkpoint": (["evaluate", "{damaged}"], "not a readable digits checkpoint (damaged, or not written"),
+    "a run's folder taken": (["train", "--model", "fast", "--out", "{damaged_dir}"],
+                             "already holds a model; give --out a new folder, or --resume"),
+    "a file where a folder must be": (["train", "--model", "fast", "--out", "{damaged}/run"],
+                                      "model.pt/run: Not a directory — check the path"),
     "bad --data-dir": (["train", "--data-dir", "{tmp}/empty", "--out", "{tmp}/run"], "missing train-images"),
     "bad --data-dir for data": (["data", "--data-dir", "{tmp}/empty"], "missing train-images"),
     "unknown model": (["train", "--model", "nope", "--out", "{tmp}/run"], "unknown model 'nope'"),
@@ -126,7 +130,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, damaged):
     args, reason = BAD_INPUTS[case]
-    result = digits(*(a.format(tmp=tmp_path, damaged=damaged) for a in args))
+    result = digits(*(a.format(tmp=tmp_path, damaged=damaged, damaged_dir=damaged.parent) for a in args))
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.splitlines()

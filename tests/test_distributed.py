@@ -36,6 +36,13 @@ def test_shards_cover_each_step_once(size):
     assert set(torch.cat(shards).tolist()) == set(order.tolist())  # every image seen
 
 
+def test_fewer_images_than_a_step_still_fill_one_step_on_every_rank():
+    order = torch.randperm(10)
+    shards = [World(rank, 2).shard(order, 64) for rank in range(2)]
+    assert [len(s) for s in shards] == [32, 32]
+    assert set(torch.cat(shards).tolist()) == set(order.tolist())
+
+
 def test_single_process_world_is_a_no_op():
     world = World()
     order = torch.arange(10)

@@ -120,6 +120,18 @@ def test_onnx_files_that_are_not_digit_models_are_refused(tmp_path):
         digits.load(tmp_path / "other.onnx")
 
 
+def test_an_onnx_digit_classifier_from_another_tool_reads_digits(exported, mnist, tmp_path):
+    _, path, _ = exported
+    model = onnx.load(path)
+    del model.metadata_props[:]  # what another exporter would leave out
+    onnx.save(model, tmp_path / "theirs.onnx")
+    theirs, ours = digits.load(tmp_path / "theirs.onnx"), digits.load(path)
+    assert theirs.info["name"] == "theirs" and theirs.info["classes"] == list("0123456789")
+    assert theirs.info["accuracy"] is None
+    digits_ = mnist.test.images[:50].numpy()
+    np.testing.assert_array_equal(theirs.predict(digits_), ours.predict(digits_))
+
+
 def test_export_command_errors_are_one_line(learned, tmp_path, capsys):
     assert main(["export", str(learned.checkpoint), "--onnx", str(tmp_path / "model.txt")]) == 2
     assert capsys.readouterr().err == (f"digits: error: --onnx {tmp_path / 'model.txt'}: "

@@ -65,6 +65,10 @@ def test_predict_prepared_is_the_batch_path(classifier, mnist):
     batch = mnist.test.images[:100].numpy()
     np.testing.assert_allclose(classifier.predict_prepared(batch), classifier.predict_proba(batch))
     assert classifier.predict_prepared(batch[:0]).shape == (0, 10)
+    # Views read backwards, as uint8 and as floats in 0–1, are digits like any other.
+    for flipped in (batch[:, :, ::-1], batch[:, :, ::-1] / 255.0):
+        np.testing.assert_allclose(classifier.predict_prepared(flipped),
+                                   classifier.predict_prepared(flipped.copy()), atol=1e-6)
     with pytest.raises(DigitsError, match=r"shape \(N, 28, 28\)"):
         classifier.predict_prepared(np.zeros((3, 32, 32), np.uint8))
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from digits import (Dataset, DigitsError, TrainConfig, create_model, evaluate_checkpoint, list_models, load_model,
-                    make_ensemble, train)
+from digits import (Dataset, DigitsError, TrainConfig, create_model, evaluate, evaluate_checkpoint, list_models, load,
+                    load_model, make_ensemble, train)
 from digits.baselines import run_baselines
 from digits.benchmark import PROFILE_WARMUP, STEP_PARTS, benchmark, profile_steps, step_part, training_flops
 from digits.checkpoint import load_checkpoint, save_checkpoint
@@ -117,16 +117,34 @@ def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
     result = evaluate_checkpoint(folder / "ensemble.json", data_dir=None)
     assert result["model"] == "fast ensemble of 2" and (folder / "confusion.png").is_file()
     assert result["accuracy"] > 0.9
+    # What the ensemble says of itself is its own accuracy, not its first member's.
+    assert manifest["member_accuracy"] == [run.accuracy for run in runs]
+    assert manifest["accuracy"] == evaluate(ensemble, small.test).accuracy  # the data it trained with
+    assert payload["accuracy"] == load(folder).info["accuracy"] == manifest["accuracy"]
+    assert "history" not in payload
+
+    # Validated on held-out training digits, an ensemble claims no test accuracy.
+    held_out, _ = train_ensemble(TrainConfig(model="fast", epochs=1, holdout=500, out=tmp_path / "held-out",
+                                             report=False), 2, small, verbose=False)
+    assert json.loads((held_out / "ensemble.json").read_text())["holdout"] == 500
+    assert load(held_out).info["accuracy"] is None
 
 
 def test_trained_models_of_different_kinds_combine_into_an_ensemble(small, tmp_path, capsys):
     runs = [train(TrainConfig(model=name, epochs=1, out=tmp_path / name, report=False), small, verbose=False)
             for name in ("fast", "seed")]
-    assert main(["ensemble", str(tmp_path / "fast"), str(tmp_path / "seed" / "model.pt"),
-                 "--out", str(tmp_path / "both")]) == 0
-    assert capsys.readouterr().out.startswith("fast+seed ensemble of 2: mnist test accuracy ")
+    models = [str(tmp_path / "fast"), str(tmp_path / "seed" / "model.pt")]
+    # A failed evaluation leaves no ensemble behind, so the same command can be tried again.
+    assert main(["ensemble", *models, "--out", str(tmp_path / "both"), "--dataset", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err and not (tmp_path / "both" / "ensemble.json").exists()
+
+    assert main(["ensemble", *models, "--out", str(tmp_path / "both")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("fast+seed ensemble of 2: mnist test accuracy ")
     manifest = json.loads((tmp_path / "both" / "ensemble.json").read_text())
     assert manifest["members"] == ["../fast/model.pt", "../seed/model.pt"]  # relative: the folders move together
+    assert f"test accuracy {manifest['accuracy']:.2%}" in printed
+    assert evaluate_checkpoint(tmp_path / "both")["accuracy"] == manifest["accuracy"]
 
     ensemble, payload = load_model(tmp_path / "both")
     assert payload["model"] == "fast+seed ensemble of 2"

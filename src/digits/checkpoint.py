@@ -38,9 +38,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DigitsError(f"{path}: no such checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged file can fail anywhere in the unpickler: all mean the same
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DigitsError(f"{path}: not a readable digits checkpoint ({reason[:120]})") from None
+    except Exception:  # a damaged or foreign file can fail anywhere in the unpickler: all mean the same
+        hint = ("an ONNX export; give the run's model.pt" if path.suffix == ".onnx" else
+                "damaged, or not written by `digits train`; give a run's model.pt or its folder")
+        raise DigitsError(f"{path}: not a readable digits checkpoint ({hint})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED):
         raise DigitsError(f"{path}: not a digits checkpoint (missing fields)")
     return payload
@@ -79,11 +80,20 @@ def load_ensemble(manifest: str | Path) -> tuple[Ensemble, dict[str, Any]]:
     """The members an ensemble manifest names, averaged; the payload describes the whole."""
     manifest = Path(manifest)
     described = read_manifest(manifest)
-    loaded = [load_model(manifest.parent / member) for member in described["members"]]
-    first = loaded[0][1]
-    payload = {**{k: v for k, v in first.items() if k not in ("state_dict", "optimizer", "scheduler")},
-               "model": f"{described.get('model', first['model'])} ensemble of {len(loaded)}",
-               "members": described["members"]}
+    return assemble([manifest.parent / member for member in described["members"]], described)
+
+
+def assemble(members: Sequence[str | Path], described: dict[str, Any]) -> tuple[Ensemble, dict[str, Any]]:
+    """The ensemble of the ``members``' checkpoints, and a payload for it from the facts a
+    manifest records (``described``): its accuracy is the ensemble's, never a member's."""
+    loaded = [load_model(member) for member in members]
+    payloads = [payload for _, payload in loaded]
+    validated_on_test_set = not described.get("holdout")
+    payload = {"model": f"{described.get('model', payloads[0]['model'])} ensemble of {len(loaded)}",
+               "members": [Path(member).as_posix() for member in described.get("members", members)],
+               "classes": payloads[0]["classes"], "dataset": payloads[0].get("dataset"),
+               "saved": max((p.get("saved") or "" for p in payloads)) or None,
+               "accuracy": described.get("accuracy") if validated_on_test_set else None}
     return Ensemble([model for model, _ in loaded]).eval(), payload
 
 
@@ -120,10 +130,10 @@ def save_ensemble(folder: str | Path, checkpoints: Sequence[str | Path], model: 
     return folder / ENSEMBLE_MANIFEST
 
 
-def make_ensemble(models: Sequence[str | Path], out: str | Path) -> Path:
-    """An ensemble of trained models (runs, checkpoints or ensembles, which stand for their
-    members), written as OUT/ensemble.json; the members' files stay where they are. Returns the
-    manifest's path."""
+def ensemble_members(models: Sequence[str | Path], out: str | Path) -> tuple[list[Path], str]:
+    """The checkpoint files of an ensemble of ``models`` (runs, checkpoints or ensembles, which
+    stand for their members) to be written to OUT, checked, and the name of the kind of model
+    they are ("fast", "fast+seed")."""
     out = Path(out)
     if len(models) < 2:
         raise DigitsError("give two or more models to combine into an ensemble")
@@ -137,4 +147,11 @@ def make_ensemble(models: Sequence[str | Path], out: str | Path) -> Path:
     if len(datasets) > 1:
         raise DigitsError(f"the models read different datasets ({', '.join(d for d, _ in datasets)}):"
                           " an ensemble's members must share their classes")
-    return save_ensemble(out, files, "+".join(dict.fromkeys(p["model"] for p in payloads)))
+    return files, "+".join(dict.fromkeys(p["model"] for p in payloads))
+
+
+def make_ensemble(models: Sequence[str | Path], out: str | Path) -> Path:
+    """An ensemble of trained models (runs, checkpoints or ensembles, which stand for their
+    members), written as OUT/ensemble.json; the members' files stay where they are. Returns the
+    manifest's path. (`digits ensemble` also measures its accuracy: see evaluation.combine.)"""
+    return save_ensemble(out, *ensemble_members(models, out))

@@ -156,12 +156,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
-    from .checkpoint import make_ensemble
-    from .evaluation import evaluate_checkpoint
+    from .evaluation import combine
 
-    manifest = make_ensemble(args.models, args.out)
-    result = evaluate_checkpoint(manifest.parent, args.dataset, args.data_dir, device=args.device)
-    print(f"{result['model']}: {result['dataset']} test accuracy {result['accuracy']:.2%} — wrote {manifest}")
+    result = combine(args.models, args.out, args.dataset, args.data_dir, args.device)
+    print(f"{result['model']}: {result['dataset']} test accuracy {result['accuracy']:.2%} — wrote {result['checkpoint']}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -434,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`digits predict … | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:  # a path the system refused: a file where a folder must be, no permission, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"digits: error: {where}{e.strerror or e} — check the path, or choose another", file=sys.stderr)
+        return 2
     return status or 0  # a command that went on past bad inputs says so in its status
 
 

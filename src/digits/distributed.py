@@ -55,7 +55,7 @@ class World:
             return order
         per_step = self.local_batch(batch_size) * self.size
         pad = (-len(order)) % per_step
-        order = torch.cat([order, order[:pad]]) if pad else order
+        order = order[torch.arange(len(order) + pad, device=order.device) % len(order)]  # wraps, however short
         return order.view(-1, self.size, per_step // self.size)[:, self.rank].reshape(-1)
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:

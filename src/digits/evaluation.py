@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import load_model
+from .checkpoint import assemble, ensemble_members, load_model, save_ensemble
 from .data import Split, load_dataset
 from .engine import predict_logits, resolve_device
 from .plots import plot_confusion, plot_mistakes
@@ -62,13 +63,31 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None,
     The pictures go to ``out``, by default the folder that holds the checkpoint.
     """
     model, payload = load_model(checkpoint)
-    device = resolve_device(device)  # a bad --device fails before the dataset loads
-    data = load_dataset(dataset or payload.get("dataset", "mnist"), data_dir)
-    result = evaluate(model.to(device), data.test)
     out = Path(out) if out else Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+    return {"checkpoint": str(checkpoint), **_evaluate_and_draw(model, payload, dataset, data_dir, out, device)}
+
+
+def combine(models: Sequence[str | Path], out: str | Path, dataset: str | None = None,
+            data_dir: str | Path | None = None, device: str = "auto") -> dict:
+    """`digits ensemble`: combine trained models into an ensemble (see make_ensemble), evaluate
+    it as evaluate_checkpoint does, and only then write OUT/ensemble.json, with its test accuracy,
+    so that a failed evaluation leaves no ensemble behind."""
+    files, name = ensemble_members(models, out)
+    model, payload = assemble(files, {"model": name})
+    result = _evaluate_and_draw(model, payload, dataset, data_dir, Path(out), device)
+    # An accuracy on another dataset's test set is not the one the ensemble's own data gives.
+    facts = {"accuracy": result["accuracy"]} if result["dataset"] == payload["dataset"] else {}
+    manifest = save_ensemble(out, files, name, **facts)
+    return {"checkpoint": str(manifest), **result}
+
+
+def _evaluate_and_draw(model: nn.Module, payload: dict, dataset: str | None, data_dir: str | Path | None,
+                       out: Path, device: str) -> dict:
+    device = resolve_device(device)  # a bad --device fails before the dataset loads
+    data = load_dataset(dataset or payload.get("dataset") or "mnist", data_dir)
+    result = evaluate(model.to(device), data.test)
     plot_confusion(result.confusion(), data.classes, out / "confusion.png")
     plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,
                   out / "mistakes.png")
-    return {"checkpoint": str(checkpoint), "model": payload["model"], "dataset": data.name,
-            "classes": list(data.classes), **result.as_dict(),
+    return {"model": payload["model"], "dataset": data.name, "classes": list(data.classes), **result.as_dict(),
             "files": {"confusion": str(out / "confusion.png"), "mistakes": str(out / "mistakes.png")}}

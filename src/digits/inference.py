@@ -36,8 +36,9 @@ def model_info(payload: dict[str, Any], parameters: int) -> dict[str, Any]:
     """What a checkpoint says about its model; an ONNX export carries the same."""
     history = payload.get("history") or []
     on_test_set = not (payload.get("config") or {}).get("holdout")  # else it validated on training digits
+    accuracy = history[-1]["val_accuracy"] if history and on_test_set else None
     return {"name": payload["model"], "parameters": parameters,
-            "accuracy": history[-1]["val_accuracy"] if history and on_test_set else None,
+            "accuracy": payload.get("accuracy", accuracy),  # an ensemble's payload carries its own
             "trained": payload.get("saved"), "dataset": payload.get("dataset"),
             "classes": list(payload["classes"])}
 
@@ -91,7 +92,13 @@ class OnnxBackend:
             raise DigitsError(f"{path}: not a digit classifier (expects images of shape "
                               f"{inputs[0].shape}) — export one with `digits export CHECKPOINT`")
         self.input = inputs[0].name
-        self.info = json.loads(self.session.get_modelmeta().custom_metadata_map.get("digits", "{}"))
+        try:
+            described = json.loads(self.session.get_modelmeta().custom_metadata_map.get("digits", "{}"))
+        except ValueError:
+            described = None
+        # A digit classifier exported by another tool is named after its file and reads 0–9.
+        self.info = {"name": path.stem, "parameters": None, "accuracy": None, "trained": None, "dataset": None,
+                     "classes": list("0123456789"), **(described if isinstance(described, dict) else {})}
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         out = [self.session.run(None, {self.input: batch[i:i + ONNX_BATCH, None].astype(np.float32)})[0]
@@ -257,9 +264,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _as_uint8(batch: np.ndarray) -> np.ndarray:
-    """MNIST-style digits as uint8 0–255; float digits in 0–1 are scaled up."""
+    """MNIST-style digits as uint8 0–255, contiguous (a flipped view is copied); float digits in
+    0–1 are scaled up."""
     if batch.dtype == np.uint8:
-        return batch
+        return np.ascontiguousarray(batch)
     batch = batch.astype(np.float32)
     if batch.size and batch.max() <= 1:
         batch = batch * 255

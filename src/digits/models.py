@@ -66,7 +66,7 @@ def register_model(recipe: Recipe) -> Callable:
     """Register a network builder under its function name, with its training recipe."""
 
     def register(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-        description = (build.__doc__ or "").strip().splitlines()[0]
+        description = next(iter((build.__doc__ or "").strip().splitlines()), "")
         _REGISTRY[build.__name__] = ModelEntry(build.__name__, build, recipe, description)
         return build
 

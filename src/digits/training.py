@@ -31,7 +31,7 @@ from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_o
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import RUN_CHECKPOINT, atomic_write
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -124,7 +124,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def default_run_dir(model: str) -> Path:
-    return RUNS_DIR / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """runs/MODEL-DATE-TIME, numbered -2, -3, … after another run started in the same second."""
+    stem = f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    folder, number = RUNS_DIR / stem, 1
+    while folder.exists():
+        number += 1
+        folder = RUNS_DIR / f"{stem}-{number}"
+    return folder
 
 
 def latest_run_dir(model: str | None = None) -> Path | None:
@@ -175,6 +181,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                                 "data_dir": config.data_dir or resumed["config"]["data_dir"]})
     folder = folder or default_run_dir(config.model)
     checkpoint = folder / RUN_CHECKPOINT
+    if not config.resume and any((folder / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
+        raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
     if recipe.epochs < 1 or recipe.batch_size < 1 or not recipe.lr > 0:
         raise DigitsError("epochs, batch size and learning rate must be positive")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
@@ -338,7 +346,7 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     accuracy = evaluate(Ensemble([run.model for run in runs]).to(device).eval(), validation).accuracy
     member_accuracy = [run.accuracy for run in runs]
     save_ensemble(folder, [run.checkpoint for run in runs], config.model, member_accuracy=member_accuracy,
-                  accuracy=accuracy)
+                  accuracy=accuracy, **({"holdout": config.holdout} if config.holdout else {}))
     if verbose:
         print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
               f" (members {', '.join(f'{a:.2%}' for a in member_accuracy)}) — {folder}")
