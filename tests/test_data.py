@@ -130,6 +130,12 @@ def test_a_known_dataset_whose_file_differs_fails_its_checksum(make_dataset, tmp
     assert str(error.value).startswith(str(folder / "train-images-idx3-ubyte.gz"))
 
 
+def test_another_known_dataset_s_files_are_named_not_called_corrupt(mnist):
+    with pytest.raises(DigitsError, match="a file of mnist, not of fashion-mnist; give --data-dir") as error:
+        load_dataset("fashion-mnist", mnist.folder)
+    assert "corrupt" not in str(error.value)
+
+
 def test_data_dir_missing_files_are_named(make_dataset, tmp_path):
     folder = make_dataset(tmp_path / "tiny", train=30, test=20)
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()

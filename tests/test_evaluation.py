@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 from torch.nn import functional as F
 
-from digits import evaluate, evaluate_checkpoint, load_model
+from digits import DATASETS, DigitsError, evaluate, evaluate_checkpoint, load_checkpoint, load_model, save_checkpoint
 
 COUNT = 1000
 
@@ -73,3 +73,13 @@ def test_evaluate_a_split(learned, mnist):
     assert result.probabilities.shape == (300, 10)
     np.testing.assert_allclose(result.probabilities.sum(1), 1, rtol=1e-5)
     assert result.accuracy == (result.predictions == split.labels.numpy()).mean()
+
+
+def test_a_model_is_not_scored_on_another_dataset_s_classes(learned, tmp_path):
+    clothes = {**load_checkpoint(learned.checkpoint), "dataset": "fashion-mnist",
+               "classes": list(DATASETS["fashion-mnist"].classes)}
+    del clothes["format"]
+    save_checkpoint(tmp_path / "model.pt", clothes)
+    with pytest.raises(DigitsError, match="reads fashion-mnist's classes, not mnist's"):
+        evaluate_checkpoint(tmp_path / "model.pt", dataset="mnist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no pictures drawn over

@@ -124,7 +124,7 @@ def test_the_configuration_and_environment_are_recorded(run: Run) -> None:
 
 def test_the_report_command_writes_where_asked(run: Run, small: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "elsewhere" / "seed.html"
-    assert main(["report", str(run.folder), "--out", str(out), "--data-dir", str(small)]) == 0
+    assert main(["report", str(run.checkpoint), "--out", str(out), "--data-dir", str(small)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     assert Page(out.read_text()).sections == SECTIONS
 
@@ -187,7 +187,8 @@ def test_compare_two_runs(run: Run, learned: Run, tmp_path: Path, capsys) -> Non
     with Image.open(out) as figure:
         assert figure.size[0] > 600
 
-    assert main(["compare", str(run.folder), str(learned.folder), "--out", str(tmp_path / "cli.png")]) == 0
+    # A run's checkpoint stands for its run, as in the other commands.
+    assert main(["compare", str(run.checkpoint), str(learned.folder), "--out", str(tmp_path / "cli.png")]) == 0
     printed = capsys.readouterr().out
     assert f"{run.accuracy:.2%}" in printed and f"{learned.accuracy:.2%}" in printed
     assert (tmp_path / "cli.png").is_file()

@@ -227,6 +227,10 @@ def load_file(path: Path, info: DatasetInfo | None) -> tuple[np.ndarray, str]:
     digest = hashlib.sha256(data).hexdigest()
     expected = info.sha256.get(path.name if path.suffix == ".gz" else path.name + ".gz") if info else None
     if expected and digest != expected:
+        other = next((known.name for known in DATASETS.values() if digest in known.sha256.values()), None)
+        if other:  # a whole, good file in the wrong place: deleting it would lose data
+            raise DigitsError(f"{path}: a file of {other}, not of {info.name}; give --data-dir the folder "
+                              f"that holds {info.name}'s four files, or --dataset {other}")
         raise DigitsError(f"{path}: checksum mismatch (sha256 {digest[:12]}…, expected "
                           f"{expected[:12]}…) — the file is corrupt; delete it and fetch it again")
     return parse_idx(data, path), digest

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from .checkpoint import assemble, ensemble_members, load_model, save_ensemble
 from .data import Split, load_dataset
 from .engine import predict_logits, resolve_device
+from .errors import DigitsError
 from .plots import plot_confusion, plot_mistakes
 
 
@@ -85,6 +86,9 @@ def _evaluate_and_draw(model: nn.Module, payload: dict, dataset: str | None, dat
                        out: Path, device: str) -> dict:
     device = resolve_device(device)  # a bad --device fails before the dataset loads
     data = load_dataset(dataset or payload.get("dataset") or "mnist", data_dir)
+    if tuple(data.classes) != tuple(payload["classes"]):
+        raise DigitsError(f"{payload['model']} reads {payload.get('dataset')}'s classes, not {data.name}'s: "
+                          f"evaluate it on its own dataset (--dataset {payload.get('dataset')})")
     result = evaluate(model.to(device), data.test)
     plot_confusion(result.confusion(), data.classes, out / "confusion.png")
     plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,

@@ -37,7 +37,7 @@ EXPLAINED = 3  # correct predictions and mistakes each, explained with saliency 
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: Dataset | None = None,
                  data_dir: str | Path | None = None, device: str = "auto") -> Path:
     """Write the HTML report of a run (default ``RUN_DIR/report.html``) and return its path."""
-    run_dir = Path(run_dir)
+    run_dir = _run_folder(run_dir)
     model, payload = load_model(_checkpoint_path(run_dir))
     data = data or load_dataset(payload.get("dataset", "mnist"), data_dir)
     if not len(data.test):
@@ -71,7 +71,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
         name = str(run_dir)
         if name in histories:
             raise DigitsError(f"{name} is given twice — name each run once")
-        payload = load_checkpoint(_checkpoint_path(Path(run_dir)))
+        payload = load_checkpoint(_checkpoint_path(_run_folder(run_dir)))
         history = payload.get("history") or []
         if not history:
             raise DigitsError(f"{name}: the run has no finished epoch yet — train it first")
@@ -81,6 +81,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
                      "seconds": sum(h["seconds"] for h in history), "parameters": payload.get("parameters", 0)})
     _write(out, png(comparison_figure(histories)))
     return rows
+
+
+def _run_folder(path: str | Path) -> Path:
+    """A run's folder, also when given as its checkpoint, as the other commands take it."""
+    path = Path(path)
+    return path.parent if path.name == RUN_CHECKPOINT and path.is_file() else path
 
 
 def _checkpoint_path(run_dir: Path) -> Path:
