@@ -156,11 +156,21 @@ def test_jpeg_photo(client, classifier, seven):
     assert answer.json()["digit"] == int(classifier.predict([buffer.getvalue()])[0])
 
 
+def metric(exposition: str, sample: str) -> float:
+    """One sample's value in a /metrics page."""
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", exposition, re.M)
+    assert match, f"{sample} is not in /metrics"
+    return float(match.group(1))
+
+
 def test_read_a_number(client, classifier, mnist):
     labels = mnist.test.labels.numpy()
     picks = [int(np.flatnonzero(labels == d)[0]) for d in (2, 0, 2, 6)]
     picture = png(number_picture([mnist.test.images[i].numpy() for i in picks]))
+    forwarded = metric(client.get("/metrics").text, "digits_forward_batch_size_sum")
     answer = client.post("/predict?number=true", content=picture, headers={"Content-Type": "image/png"})
+    # The number's four digits went through the model's own thread, as any digits do.
+    assert metric(client.get("/metrics").text, "digits_forward_batch_size_sum") == forwarded + 4
     assert answer.status_code == 200, answer.text
     reply, expected = answer.json(), classifier.read_number(picture)
     assert reply["number"] == expected["number"] and len(reply["number"]) == 4
@@ -229,9 +239,7 @@ def test_metrics(client, seven_png):
     text = answer.text
 
     def value(sample: str) -> float:
-        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
-        assert match, f"{sample} is not in /metrics"
-        return float(match.group(1))
+        return metric(text, sample)
 
     assert value('digits_requests_total{endpoint="/predict",status="200"}') >= 1
     assert value('digits_requests_total{endpoint="/predict",status="415"}') >= 1

@@ -97,6 +97,16 @@ def test_resume_keeps_a_one_cycle_schedule_s_length(small, tmp_path):
     assert (out / "model.pt").read_bytes() == before
 
 
+def test_resume_refuses_to_change_the_recipe_silently(small, tmp_path):
+    out = tmp_path / "seed"
+    train(TrainConfig(epochs=1, out=out, report=False), data=small, verbose=False)
+    with pytest.raises(DigitsError, match="continues .* with its own --lr, --subset; drop the flag"):
+        train(TrainConfig(epochs=2, lr=0.5, subset=100, resume=True, out=out, report=False), data=small,
+              verbose=False)
+    resumed = train(TrainConfig(epochs=2, lr=1e-3, resume=True, out=out, report=False), data=small, verbose=False)
+    assert len(resumed.history) == 2  # the run's own values may be repeated
+
+
 def test_resume_survives_kill_9(make_dataset, tmp_path):
     data_dir = make_dataset(tmp_path / "digits", train=2000, test=100)
     run = tmp_path / "killed"

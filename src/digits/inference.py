@@ -239,11 +239,15 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def read_number(self, image: Source) -> dict[str, Any]:
         """The digits of a written number, read left to right."""
         pieces = segment_number(image)
-        probabilities = self.predict_prepared(np.stack(pieces))
-        digits = probabilities.argmax(1)
-        return {"number": "".join(map(str, digits)), "digits": digits.tolist(),
-                "confidences": probabilities.max(1).tolist(), "probabilities": probabilities.tolist(),
-                "images": pieces}
+        return number_reading(pieces, self.predict_prepared(np.stack(pieces)))
+
+
+def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[str, Any]:
+    """A number's reading from its digits' pictures (see segment_number) and their probabilities."""
+    digits = probabilities.argmax(1)
+    return {"number": "".join(map(str, digits)), "digits": digits.tolist(),
+            "confidences": probabilities.max(1).tolist(), "probabilities": probabilities.tolist(),
+            "images": pieces}
 
 
 def prepare_all(images: Images) -> np.ndarray:

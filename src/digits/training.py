@@ -169,6 +169,13 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         # A resumed run keeps its own schedule and seed; only the length may change, and not
         # that of a one-cycle schedule, whose learning rate was planned over the whole run.
         recipe = Recipe.from_dict(resumed["recipe"])
+        kept = {"batch_size": recipe.batch_size, "lr": recipe.lr, "normalize": recipe.normalize,
+                "subset": resumed["config"].get("subset"), "holdout": resumed["config"].get("holdout")}
+        changed = ["--" + name.replace("_", "-") for name, value in kept.items()
+                   if getattr(config, name) not in (None, value)]
+        if changed:
+            raise DigitsError(f"--resume continues {checkpoint} with its own {', '.join(changed)}; "
+                              "drop the flag, or train a new run")
         planned = recipe.epochs
         recipe = recipe.with_overrides(epochs=config.epochs)
         if recipe.schedule == "onecycle" and recipe.epochs != planned:

@@ -38,6 +38,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DigitsError
+from ..inference import number_reading
+from ..prepare import segment_number
 
 if TYPE_CHECKING:
     from ..inference import Classifier
@@ -424,8 +426,9 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
         (0–255, white digit on black, as in MNIST), which goes to the model as it is.
         """
         (picture,) = await read_pictures(request, many=False)
-        if number:
-            reading = await to_thread.run_sync(classifier.read_number, picture, limiter=decoders)
+        if number:  # cut apart off the event loop; read in the model's thread, batched like any digits
+            pieces = await to_thread.run_sync(segment_number, picture, limiter=decoders)
+            reading = number_reading(pieces, await batcher(np.stack(pieces)))
             return orjson_response({"number": reading["number"], "digits": reading["digits"],
                                     "confidences": reading["confidences"],
                                     "probabilities": reading["probabilities"],
@@ -497,6 +500,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     if workers == 1:
         uvicorn.run(create_app(classifier, max_batch), **options)
         return
+    del classifier  # each worker loads its own: the supervisor holds no copy of the weights
     with tempfile.TemporaryDirectory(prefix="digits-metrics-") as metrics_dir:
         os.environ[SETTINGS_VARIABLE] = json.dumps(
             {"model": str(info["source"]), "backend": info["backend"], "max_batch": max_batch})
