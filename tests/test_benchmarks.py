@@ -97,3 +97,11 @@ def test_best_holdout():
     each = [int(n) for n in re.findall(r"seed \d: misreads (\d+) of 10,000 held-out digits reading twice", out)]
     mean, ensemble = re.search(r"mean ([\d.]+) misread .* the ensemble of 2 misreads (\d+)", out).groups()
     assert len(each) == 2 and float(mean) == sum(each) / 2 and 0 <= int(ensemble) <= 10_000
+
+
+def test_calibration():
+    out = run_script("calibration.py", "--seeds", "2", "--subset", "2000")
+    fitted = [float(t) for t in re.findall(r"seed \d: temperature ([\d.]+); expected calibration error", out)]
+    lowest, highest = re.search(r"fast: fitted temperatures ([\d.]+)–([\d.]+), median", out).groups()
+    assert len(fitted) == 2 and float(lowest) == min(fitted) and float(highest) == max(fitted)
+    assert "the recipe reads at 0.43" in out

@@ -103,9 +103,9 @@ def test_soften_is_the_mean_of_the_image_moved_half_a_pixel_along_each_diagonal(
 
 def test_test_time_augment_averages_the_digit_and_its_softened_reading_in_evaluation_only():
     torch.manual_seed(0)
-    model = create_model("best")
+    model = create_model("best", temperature=1)
     assert model.test_time_augment and not create_model("fast").test_time_augment  # the recipes'
-    plain = create_model("best", test_time_augment=False)
+    plain = create_model("best", test_time_augment=False, temperature=1)
     plain.load_state_dict(model.state_dict())  # the same weights under the same names
     x = torch.rand(4, 1, 28, 28) * 255
     with torch.no_grad():
@@ -124,3 +124,26 @@ def test_a_checkpoint_builds_the_model_its_recipe_trained(saved, expected):
     recipe = {} if saved is None else {"test_time_augment": saved}  # None: saved before recipes had it
     payload = {"model": "best", "normalize": True, "recipe": recipe, "state_dict": create_model("best").state_dict()}
     assert build_model(payload).test_time_augment is expected
+
+
+def test_reading_divides_the_logits_by_the_recipe_s_temperature_and_training_does_not():
+    assert create_model("fast").temperature == 0.43 and create_model("seed").temperature == 1  # the recipes'
+    torch.manual_seed(0)
+    model, raw = create_model("fast"), create_model("fast", temperature=1)
+    raw.load_state_dict(model.state_dict())
+    x = torch.rand(4, 1, 28, 28) * 255
+    with torch.no_grad():
+        model.eval()
+        raw.eval()
+        torch.testing.assert_close(model(x), raw(x) / 0.43)
+        assert (model(x).argmax(1) == raw(x).argmax(1)).all()  # the same answers, more sure of them
+        model.train()
+        raw.train()
+        torch.testing.assert_close(model(x), raw(x))
+
+
+@pytest.mark.parametrize("recipe, expected", [({"temperature": 0.46}, 0.46), ({}, 1.0)])
+def test_a_checkpoint_reads_at_its_recipe_s_temperature(recipe, expected):
+    # {}: saved before recipes had a temperature, so read as it was then
+    payload = {"model": "best", "normalize": True, "recipe": recipe, "state_dict": create_model("best").state_dict()}
+    assert build_model(payload).temperature == expected

@@ -60,9 +60,10 @@ def load_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | 
 
 def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> Classifier:
     """The network a checkpoint describes, with its weights, in evaluation mode."""
-    # A checkpoint saved before recipes had test_time_augment reads each digit once, as it did then.
-    test_time_augment = payload.get("recipe", {}).get("test_time_augment", False)
-    model = create_model(payload["model"], payload["normalize"], test_time_augment)
+    # A checkpoint saved before recipes had test_time_augment or temperature reads as it did then.
+    recipe = payload.get("recipe", {})
+    model = create_model(payload["model"], payload["normalize"], recipe.get("test_time_augment", False),
+                         recipe.get("temperature", 1.0))
     load_weights(model, payload, source)
     return model.eval()
 

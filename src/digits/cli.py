@@ -169,6 +169,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         return (f"{r.optimizer} lr {r.lr:g}, batch {r.batch_size}, {_count(r.epochs, 'epoch')}"
                 f"{', ' + r.schedule if r.schedule != 'constant' else ''}"
                 f"{', augmented' if r.augment else ''}{', test-time augmented' if r.test_time_augment else ''}"
+                f"{f', read at temperature {r.temperature:g}' if r.temperature != 1 else ''}"
                 f", {'normalized' if r.normalize else 'raw 0–255'} input")
 
     rows = [{"name": e.name, "parameters": count_parameters(create_model(e.name)), "recipe": recipe(e.recipe),

@@ -208,7 +208,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     steps_per_epoch = math.ceil(len(world.shard(labels, recipe.batch_size)) / batch_size)
 
     torch.manual_seed(config.seed)
-    model = prepare_model(create_model(config.model, recipe.normalize, recipe.test_time_augment), device)
+    model = prepare_model(create_model(config.model, recipe.normalize, recipe.test_time_augment, recipe.temperature),
+                          device)
     forward = maybe_compile(world.wrap(model, device), config.compile)
     optimizer = make_optimizer(model, recipe, optimizer_options(device))
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
