@@ -89,7 +89,8 @@ try:
     digits.load(sys.argv[3])
 except digits.DigitsError as e:
     error = str(e)
-print(json.dumps({"p": probabilities.tolist(), "torch": "torch" in sys.modules, "error": error}))
+default = str(digits.load().info["source"])  # the newest export under runs/
+print(json.dumps({"p": probabilities.tolist(), "torch": "torch" in sys.modules, "error": error, "default": default}))
 """
 
 
@@ -97,10 +98,12 @@ def test_an_onnx_model_predicts_without_pytorch(exported, mnist, tmp_path):
     checkpoint, path, _ = exported
     picture = tmp_path / "digit.png"
     ink_on_paper(mnist.test.images[0].numpy(), seed=0).save(picture)
+    (tmp_path / "runs" / "fast-1").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "runs" / "fast-1" / "model.onnx")
     out = subprocess.run([sys.executable, "-c", NO_TORCH, str(path), str(picture), str(checkpoint)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
     result = json.loads(out.stdout)
-    assert result["torch"] is False
+    assert result["torch"] is False and result["default"] == str(Path("runs", "fast-1", "model.onnx"))
     np.testing.assert_allclose(result["p"], digits.load(checkpoint, precision="fp32").predict_proba(picture),
                                atol=1e-4)
     assert result["error"].endswith("a checkpoint needs PyTorch, which is not installed here"

@@ -9,8 +9,14 @@ import os
 import tempfile
 from pathlib import Path
 
+RUNS_DIR = Path("runs")  # where runs go unless told otherwise, relative to the working folder
 RUN_CHECKPOINT = "model.pt"  # in a run's folder
 ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
+
+
+def newest_runs_first(pattern: str) -> list[Path]:
+    """The files under RUNS_DIR that match ``pattern``, the most recently written first."""
+    return sorted(RUNS_DIR.glob(pattern), key=lambda path: path.stat().st_mtime, reverse=True)
 
 
 def model_file(path: str | Path) -> Path:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
+import scipy.special
 from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import DigitsError
-from .files import RUN_CHECKPOINT, atomic_write, model_file
+from .files import RUN_CHECKPOINT, RUNS_DIR, atomic_write, model_file, newest_runs_first
 from .prepare import FIELD, Source, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
@@ -113,11 +114,15 @@ def default_model() -> Path:
     chosen = os.environ.get(DEFAULT_MODEL)
     if chosen:
         return Path(chosen)
-    from .checkpoint import load_checkpoint
-    from .training import RUNS_DIR
+    try:
+        from .checkpoint import load_checkpoint
+    except ImportError:  # ONNX Runtime without PyTorch: the newest export
+        for export in newest_runs_first("*/*.onnx"):
+            return export
+        raise DigitsError(f"no ONNX export under {RUNS_DIR}/ — pass --model FILE.onnx") from None
 
     # A run still training has a checkpoint too; only a finished one is a default.
-    for checkpoint in sorted(RUNS_DIR.glob(f"*/{RUN_CHECKPOINT}"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):
         try:
             if load_checkpoint(checkpoint).get("finished"):
                 return checkpoint
@@ -263,8 +268,7 @@ def prepare_all(images: Images) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+    return scipy.special.softmax(logits, axis=1).astype(np.float32)
 
 
 def _as_uint8(batch: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
 from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
-from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure, picture_grid, png,
-                    reliability_figure)
+from .plots import (comparison_figure, confident_mistakes, confusion_figure, curves_figure, explanation_figure,
+                    picture_grid, png, reliability_figure)
 
 REPORT_NAME = "report.html"
 MISTAKES = 12  # the most confident mistakes shown with their top-3 probabilities
@@ -258,16 +258,9 @@ def _confusion(result: Evaluation, classes: Sequence[str]) -> str:
             + '<p class="note">Row: the true class; column: the predicted one. Off the diagonal are the mistakes.</p>')
 
 
-def _confident_mistakes(result: Evaluation) -> np.ndarray:
-    """Indices of the misclassified images, the most confident first."""
-    p, predictions = result.probabilities, result.predictions
-    wrong = np.flatnonzero(predictions != result.labels)
-    return wrong[np.argsort(-p[wrong, predictions[wrong]], kind="stable")]
-
-
 def _mistakes(images: np.ndarray, result: Evaluation, classes: Sequence[str]) -> str:
     p, predictions = result.probabilities, result.predictions
-    wrong = _confident_mistakes(result)[:MISTAKES]
+    wrong = confident_mistakes(result.labels, result.probabilities)[:MISTAKES]
     if not len(wrong):
         return "<p>No mistakes on the test set.</p>"
     cards = []
@@ -323,7 +316,7 @@ def _feature_maps(model: nn.Module, image: np.ndarray, label: str) -> str:
 
 def _saliency(model: nn.Module, images: np.ndarray, result: Evaluation, classes: Sequence[str]) -> str:
     p, predictions, labels = result.probabilities, result.predictions, result.labels
-    chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED], *_confident_mistakes(result)[:EXPLAINED]]
+    chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED], *confident_mistakes(result.labels, result.probabilities)[:EXPLAINED]]
     titles = [f"test #{i}: true {classes[labels[i]]}, predicted {classes[predictions[i]]} "
               f"({p[i, predictions[i]]:.1%})" for i in chosen]
     saliencies = [integrated_gradients(model, images[i]) for i in chosen]

@@ -31,11 +31,10 @@ from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_o
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, newest_runs_first
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
-RUNS_DIR = Path("runs")
 # Names each training step in torch.profiler's traces, so time can be attributed to steps.
 STEP_LABEL = "digits: training step"
 
@@ -135,8 +134,7 @@ def default_run_dir(model: str) -> Path:
 
 def latest_run_dir(model: str | None = None) -> Path | None:
     """The newest run folder holding a checkpoint (of one model, if named)."""
-    runs = [p.parent for p in RUNS_DIR.glob(f"{model or '*'}-*/{RUN_CHECKPOINT}")]
-    return max(runs, key=lambda p: p.stat().st_mtime, default=None)
+    return next((p.parent for p in newest_runs_first(f"{model or '*'}-*/{RUN_CHECKPOINT}")), None)
 
 
 def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True) -> Run:
