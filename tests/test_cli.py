@@ -108,6 +108,8 @@ BAD_INPUTS = {
     "unknown dataset": (["train", "--dataset", "nope", "--out", "{tmp}/run"], "unknown dataset 'nope'"),
     "unknown dataset for data": (["data", "--dataset", "nope"], "unknown dataset 'nope'"),
     "bad subset": (["train", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
+    "no epochs": (["train", "--epochs", "0", "--out", "{tmp}/run"], "--epochs 0: give a positive number"),
+    "negative learning rate": (["train", "--lr", "-1", "--out", "{tmp}/run"], "--lr -1: give a positive number"),
     "bad baselines subset": (["baselines", "--subset", "-5"], "--subset -5"),
     "bad benchmark subset": (["benchmark", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
     "too few steps to profile": (["benchmark", "--profile", "--models", "fast", "--subset", "256",

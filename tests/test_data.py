@@ -302,7 +302,7 @@ def test_no_data_and_no_network_says_which_files_and_where(home, tmp_path, monke
     for name in ALL_FILES:
         assert name in message
     assert str(tmp_path / "root" / "mnist") in message and str(home / "mnist") in message
-    assert "--data-dir" in message
+    assert "--data-dir" in message and "set DIGITS_DATA_DIR to a folder holding mnist/" in message
     assert not (home / "mnist").exists()
 
 

@@ -156,6 +156,9 @@ def test_default_model_is_the_newest_finished_run(learned, tmp_path, monkeypatch
     shutil.copy(learned.checkpoint, chosen)
     monkeypatch.setenv("DIGITS_MODEL", str(chosen))
     assert digits.load().info["source"] == str(chosen)
+    monkeypatch.setenv("DIGITS_MODEL", str(tmp_path / "gone.pt"))
+    with pytest.raises(DigitsError, match=r"\$DIGITS_MODEL names .*gone.pt, which does not exist"):
+        digits.load()
 
 
 def test_no_model_says_the_one_command_that_makes_one(tmp_path, monkeypatch):

@@ -196,7 +196,8 @@ def candidate_dirs(name: str) -> list[tuple[str, Path]]:
 def missing_data_message(name: str) -> str:
     places = " or ".join(str(p) for _, p in candidate_dirs(name))
     return (f"dataset {name!r} not found and could not be downloaded: put its four files "
-            f"({', '.join(ALL_FILES)}) in {places}, or pass --data-dir DIR")
+            f"({', '.join(ALL_FILES)}) in {places}, set DIGITS_DATA_DIR to a folder holding {name}/, "
+            "or pass --data-dir DIR")
 
 
 def locate(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:

@@ -113,6 +113,9 @@ def default_model() -> Path:
     """The user's chosen default ($DIGITS_MODEL), else the newest finished run under runs/."""
     chosen = os.environ.get(DEFAULT_MODEL)
     if chosen:
+        if not Path(chosen).exists():
+            raise DigitsError(f"${DEFAULT_MODEL} names {chosen}, which does not exist — set it to a trained "
+                              "model, or pass --model")
         return Path(chosen)
     try:
         from .checkpoint import load_checkpoint

@@ -188,8 +188,9 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     checkpoint = folder / RUN_CHECKPOINT
     if not config.resume and any((folder / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
         raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
-    if recipe.epochs < 1 or recipe.batch_size < 1 or not recipe.lr > 0:
-        raise DigitsError("epochs, batch size and learning rate must be positive")
+    for flag, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size), ("--lr", recipe.lr)):
+        if not value > 0:
+            raise DigitsError(f"{flag} {value:g}: give a positive number")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:
