@@ -68,6 +68,14 @@ def test_data_json_reports_mnist():
     assert Path(found["mnist"]["folder"]) == Path(os.environ["DIGITS_DATA_DIR"]) / "mnist"
 
 
+def test_data_in_a_folder_names_only_the_dataset_it_holds():
+    result = digits("data", "--json", "--data-dir", str(Path(os.environ["DIGITS_DATA_DIR"]) / "mnist"))
+    assert result.returncode == 0, result.stderr
+    found = {entry["dataset"]: entry for entry in json.loads(result.stdout)}
+    assert found["mnist"]["status"] == "found"
+    assert found["fashion-mnist"]["status"] == "not there" and "a file of mnist" in found["fashion-mnist"]["message"]
+
+
 def test_train_prints_keras_epoch_lines(trained):
     result, out = trained
     assert result.returncode == 0, result.stderr

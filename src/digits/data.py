@@ -320,7 +320,8 @@ def _download(url: str, timeout: float, progress) -> bytes:
 def describe(name: str, data_dir: str | Path | None = None, verify: bool = False) -> dict:
     """Where a dataset is (without downloading) and, when verified, its checksums.
 
-    A known dataset that is not here yet is reported as missing; a bad --data-dir or an
+    A known dataset that is not here yet is reported as missing, and one whose files in
+    ``data_dir`` are another dataset's as not there; a --data-dir without the four files or an
     unknown name is the caller's mistake, so it is raised.
     """
     try:
@@ -329,6 +330,11 @@ def describe(name: str, data_dir: str | Path | None = None, verify: bool = False
         if data_dir is not None or name not in DATASETS:
             raise
         return {"dataset": name, "folder": None, "status": "missing", "message": str(e)}
+    if data_dir is not None and name in DATASETS:
+        try:  # a folder holds one dataset: its smallest file's checksum tells which
+            load_file(_file_in(folder, FILES["test"][1]), DATASETS[name])
+        except DigitsError as e:
+            return {"dataset": name, "folder": None, "status": "not there", "message": str(e)}
     info = {"dataset": name, "folder": str(folder), "status": "found",
             "files": {f: str(_file_in(folder, f)) for f in ALL_FILES}}
     if verify:
