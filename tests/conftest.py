@@ -59,10 +59,20 @@ def learned(mnist: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Run:
     return train(config, data=data, verbose=False)
 
 
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (at the moment of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """unused_port, for tests that start servers of their own."""
+    return unused_port
+
+
 @pytest.fixture
 def closed_url() -> str:
     """The URL of a port on 127.0.0.1 that nothing listens on: a mirror that refuses."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+    return f"http://127.0.0.1:{unused_port()}/"

@@ -5,7 +5,6 @@ Screenshots are saved in the test's temporary folder (pytest prints where on fai
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -40,11 +39,9 @@ VIEWPORTS = {
 
 
 @pytest.fixture(scope="module")
-def url(learned) -> Iterator[str]:
+def url(learned, free_port) -> Iterator[str]:
     """`digits serve` itself, on a free port of 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
                                "--port", str(port)])
     base = f"http://127.0.0.1:{port}"

@@ -409,18 +409,12 @@ def test_damaged_pictures_never_cause_a_server_error(client, seven, seven_png):
 
 # --- the command ----------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def digits_command(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "digits", *args], capture_output=True, text=True,
                           timeout=120, **kwargs)
 
 
-def test_serve_refuses_bad_options_in_one_line(tmp_path, learned):
+def test_serve_refuses_bad_options_in_one_line(tmp_path, learned, free_port):
     missing = digits_command("serve", "--model", str(tmp_path / "missing.pt"), "--port", str(free_port()))
     assert missing.returncode == 2 and missing.stderr.startswith("digits: error:")
     assert "no such checkpoint" in missing.stderr and "Traceback" not in missing.stderr
@@ -434,7 +428,7 @@ def test_serve_refuses_bad_options_in_one_line(tmp_path, learned):
     assert busy.returncode == 2 and "cannot listen" in busy.stderr and len(busy.stderr.splitlines()) == 1
 
 
-def test_serve_with_two_workers(learned, mnist):
+def test_serve_with_two_workers(learned, mnist, free_port):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
                                "--port", str(port), "--workers", "2"],
