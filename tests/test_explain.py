@@ -118,6 +118,10 @@ def test_explain_errors_are_one_line(learned: Run, picture: Path, tmp_path: Path
     blocker.write_text("not a folder")
     assert main(["explain", str(picture), "--model", str(learned.checkpoint), "--out", str(blocker / "x.png")]) == 2
     assert capsys.readouterr().err.startswith(f"digits: error: {blocker / 'x.png'}: cannot write")
+    assert main(["explain", str(picture), "--model", str(learned.checkpoint), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert capsys.readouterr().err == (f"digits: error: --out {tmp_path / 'x.jpg'}: the explanation is a PNG "
+                                       "picture; give a name ending in .png\n")
+    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_explaining_needs_the_pytorch_model(learned: Run, picture: Path, tmp_path: Path, capsys) -> None:

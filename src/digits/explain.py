@@ -90,6 +90,8 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
 
     path = Path(path)
     out = Path(out) if out else path.with_name(f"{path.stem}-explained.png")
+    if out.suffix.lower() != ".png":
+        raise DigitsError(f"--out {out}: the explanation is a PNG picture; give a name ending in .png")
     classifier = load(model)
     network = classifier.network
     if network is None:
