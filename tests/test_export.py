@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,12 @@ def test_backend_onnx_with_a_checkpoint_uses_its_export(exported, tmp_path):
     lonely = tmp_path / "model.pt"
     shutil.copy(checkpoint, lonely)
     with pytest.raises(DigitsError, match=r"model.onnx: no such ONNX file — make one with `digits export"):
+        digits.load(lonely, backend="onnx")
+    # A checkpoint trained on after its export is not read through the stale export.
+    shutil.copy(path, tmp_path / "model.onnx")
+    later = (tmp_path / "model.onnx").stat().st_mtime + 60
+    os.utime(lonely, (later, later))
+    with pytest.raises(DigitsError, match=r"model.onnx is older than .*model.pt, which has changed since: export"):
         digits.load(lonely, backend="onnx")
 
 

@@ -149,8 +149,13 @@ def load(path: str | Path | None = None, backend: str = "auto", device: str = "a
     is_onnx = path.suffix.lower() == ".onnx"
     if is_onnx and backend == "torch":
         raise DigitsError(f"{path}: an ONNX file runs on the onnx backend — use --backend onnx")
-    if is_onnx or backend == "onnx":
-        path = path if is_onnx else path.with_suffix(".onnx")
+    if not is_onnx and backend == "onnx":
+        export = path.with_suffix(".onnx")
+        if export.is_file() and path.is_file() and export.stat().st_mtime < path.stat().st_mtime:
+            raise DigitsError(f"{export} is older than {path}, which has changed since: export it again "
+                              f"with `digits export {path}`")
+        path = export
+    if path.suffix.lower() == ".onnx":
         engine = OnnxBackend(path)
     else:
         engine = TorchBackend(path, device, precision)
