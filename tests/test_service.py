@@ -176,6 +176,7 @@ def test_read_a_number(client, classifier, mnist):
     assert reply["number"] == expected["number"] and len(reply["number"]) == 4
     assert reply["digits"] == expected["digits"] and reply["model"] == "seed"
     assert reply["confidences"] == pytest.approx(expected["confidences"], abs=1e-6)
+    assert reply["confidence"] == pytest.approx(np.prod(reply["confidences"]), abs=1e-6)
     assert [np.asarray(x).shape for x in reply["inputs"]] == [(28, 28)] * 4
 
 
@@ -319,7 +320,10 @@ MALFORMED = [
     ("batch over the limit", "/predict/batch", JSON, as_json({"images": [{"pixels": PIXELS}] * (MAX_IMAGES + 1)}),
      413, f"at most {MAX_IMAGES}"),
     ("bad item in a batch", "/predict/batch", JSON, as_json({"images": [{"pixels": PIXELS}, {"pixels": [1]}]}),
-     422, "got 1 rows"),
+     422, "picture 2 of 2: "),
+    ("bad picture in a batch", "/predict/batch", JSON,
+     as_json({"images": [{"pixels": PIXELS}, {"image": base64.b64encode(b"no picture").decode()}]}),
+     422, "picture 2 of 2: image data: not a picture"),
 ]
 
 

@@ -46,9 +46,14 @@ def test_every_model_learns_from_a_small_batch(name, precision):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_every_recipe_trains_without_flags():
+def test_every_recipe_trains_without_flags(make_dataset, tmp_path, capsys):
+    data_dir = make_dataset(tmp_path / "tiny", train=256, test=64)
     for entry in list_models():
-        assert entry.recipe.epochs >= 1 and entry.recipe.batch_size >= 1 and entry.recipe.lr > 0
+        out = tmp_path / entry.name
+        assert main(["train", "--model", entry.name, "--dataset", "tiny", "--data-dir", str(data_dir),
+                     "--out", str(out), "--no-report"]) == 0, capsys.readouterr().err
+        history = json.loads((out / "history.json").read_text())
+        assert len(history) == entry.recipe.epochs and history[-1]["batch_size"] == entry.recipe.batch_size
 
 
 def test_target_accuracy_stops_the_run_and_records_when(small, tmp_path):

@@ -18,7 +18,7 @@ import torch
 
 from .errors import DigitsError
 from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, model_file
-from .models import Classifier, Ensemble, create_model
+from .models import Ensemble, ZooModel, create_model
 
 FORMAT = "digits-checkpoint-1"
 REQUIRED = ("format", "model", "normalize", "state_dict", "classes")
@@ -58,7 +58,7 @@ def load_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | 
                           f"retrain with `digits train --model {payload['model']}`") from None
 
 
-def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> Classifier:
+def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> ZooModel:
     """The network a checkpoint describes, with its weights, in evaluation mode."""
     # A checkpoint saved before recipes had test_time_augment or temperature reads as it did then.
     recipe = payload.get("recipe", {})
@@ -68,7 +68,7 @@ def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> C
     return model.eval()
 
 
-def load_model(path: str | Path) -> tuple[Classifier | Ensemble, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[ZooModel | Ensemble, dict[str, Any]]:
     """A checkpoint's model (the file or its run's folder), or an ensemble's (its folder or its ensemble.json)."""
     path = model_file(path)
     if path.name == ENSEMBLE_MANIFEST:

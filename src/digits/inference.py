@@ -257,10 +257,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
 def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[str, Any]:
     """A number's reading from its digits' pictures (see segment_number) and their probabilities."""
-    digits = probabilities.argmax(1)
-    return {"number": "".join(map(str, digits)), "digits": digits.tolist(),
-            "confidences": probabilities.max(1).tolist(), "probabilities": probabilities.tolist(),
-            "images": pieces}
+    digits, confidences = probabilities.argmax(1), probabilities.max(1)
+    # The whole number is right only if every digit is: its confidence is their product.
+    return {"number": "".join(map(str, digits)), "confidence": float(np.prod(confidences, dtype=np.float64)),
+            "digits": digits.tolist(), "confidences": confidences.tolist(),
+            "probabilities": probabilities.tolist(), "images": pieces}
 
 
 def prepare_all(images: Images) -> np.ndarray:
@@ -381,8 +382,7 @@ def digit_record(p: np.ndarray) -> dict[str, Any]:
 
 
 def _number_record(reading: dict[str, Any]) -> dict[str, Any]:
-    # The whole number is right only if every digit is: its confidence is their product.
-    return {"number": reading["number"], "confidence": round(float(np.prod(reading["confidences"])), 6),
+    return {"number": reading["number"], "confidence": round(reading["confidence"], 6),
             "digits": reading["digits"], "confidences": [round(c, 6) for c in reading["confidences"]],
             "probabilities": [[round(v, 6) for v in p] for p in reading["probabilities"]],
             "images": reading["images"]}

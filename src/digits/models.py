@@ -35,7 +35,7 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: Augment | None = None  # random distortions of every training batch
     normalize: bool = False  # False feeds raw 0–255 pixels, as the tutorial does
-    test_time_augment: bool = False  # evaluation also reads each digit softened (see Classifier)
+    test_time_augment: bool = False  # evaluation also reads each digit softened (see ZooModel)
     # Reading divides the logits by it. Label smoothing trains a network to give its answer about
     # 0.91, so its confidence says little; this undoes that. Tuned on held-out training digits.
     temperature: float = 1.0
@@ -119,7 +119,7 @@ def log_mean_probability(logits: torch.Tensor) -> torch.Tensor:
     return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
-class Classifier(nn.Sequential):
+class ZooModel(nn.Sequential):
     """Input scaling followed by a network from the zoo.
 
     With ``test_time_augment``, evaluation reads every digit twice, as given and softened, and
@@ -158,11 +158,11 @@ class Ensemble(nn.Module):
 
 
 def create_model(name: str, normalize: bool | None = None, test_time_augment: bool | None = None,
-                 temperature: float | None = None) -> Classifier:
+                 temperature: float | None = None) -> ZooModel:
     """Build a zoo model by name; ``normalize``, ``test_time_augment`` and ``temperature`` default
     to its recipe."""
     recipe = get_entry(name).recipe
-    return Classifier(name, get_entry(name).build(), recipe.normalize if normalize is None else normalize,
+    return ZooModel(name, get_entry(name).build(), recipe.normalize if normalize is None else normalize,
                       recipe.test_time_augment if test_time_augment is None else test_time_augment,
                       recipe.temperature if temperature is None else temperature)
 

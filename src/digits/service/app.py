@@ -94,6 +94,7 @@ class Batch(BaseModel):
 
 class Number(BaseModel):
     number: str = Field(examples=["2026"])
+    confidence: float = Field(description="the product of the digits' confidences")
     digits: list[int]
     confidences: list[float]
     probabilities: list[list[float]]
@@ -352,7 +353,14 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
                 raise HTTPException(422, '"images" is empty — send at least one')
             if len(content) > MAX_IMAGES:  # before decoding any of them
                 raise too_many(len(content), many)
-        pictures = [json_item(item) for item in (content if many else [content])]
+        items, pictures = content if many else [content], []
+        for number, item in enumerate(items, 1):
+            try:
+                pictures.append(json_item(item))
+            except HTTPException as e:
+                if not many:
+                    raise
+                raise HTTPException(e.status_code, f"picture {number} of {len(items)}: {e.detail}") from None
     elif kind.startswith("image/") or kind == "application/octet-stream":
         pictures = [await request.body()]
     else:
@@ -406,7 +414,15 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
     async def prepare(pictures: list[bytes | np.ndarray]) -> np.ndarray:
         """The (N, 28, 28) images the model takes; pictures are read off the event loop."""
         def prepare_all() -> list[np.ndarray]:
-            return [p if isinstance(p, np.ndarray) else classifier.prepare(p) for p in pictures]
+            prepared = []
+            for number, picture in enumerate(pictures, 1):
+                try:
+                    prepared.append(picture if isinstance(picture, np.ndarray) else classifier.prepare(picture))
+                except DigitsError as e:
+                    if len(pictures) == 1:
+                        raise
+                    raise DigitsError(f"picture {number} of {len(pictures)}: {e}") from None
+            return prepared
 
         if all(isinstance(p, np.ndarray) for p in pictures):
             return np.stack(pictures)
@@ -429,9 +445,7 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
         if number:  # cut apart off the event loop; read in the model's thread, batched like any digits
             pieces = await to_thread.run_sync(segment_number, picture, limiter=decoders)
             reading = number_reading(pieces, await batcher(np.stack(pieces)))
-            return orjson_response({"number": reading["number"], "digits": reading["digits"],
-                                    "confidences": reading["confidences"],
-                                    "probabilities": reading["probabilities"],
+            return orjson_response({**{k: v for k, v in reading.items() if k != "images"},
                                     "inputs": reading["images"], "model": name})
         images = await prepare([picture])
         probabilities = await batcher(images)
