@@ -159,7 +159,8 @@ def cmd_ensemble(args: argparse.Namespace) -> None:
     from .evaluation import combine
 
     result = combine(args.models, args.out, args.dataset, args.data_dir, args.device)
-    print(f"{result['model']}: {result['dataset']} test accuracy {result['accuracy']:.2%} — wrote {result['checkpoint']}")
+    print(f"{result['model']}: {result['dataset']} test accuracy {result['accuracy']:.2%}"
+          f" — wrote {result['checkpoint']}")
 
 
 def cmd_models(args: argparse.Namespace) -> None:

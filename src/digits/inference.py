@@ -120,9 +120,10 @@ def default_model() -> Path:
     try:
         from .checkpoint import load_checkpoint
     except ImportError:  # ONNX Runtime without PyTorch: the newest export
-        for export in newest_runs_first("*/*.onnx"):
-            return export
-        raise DigitsError(f"no ONNX export under {RUNS_DIR}/ — pass --model FILE.onnx") from None
+        exports = newest_runs_first("*/*.onnx")
+        if not exports:
+            raise DigitsError(f"no ONNX export under {RUNS_DIR}/ — pass --model FILE.onnx") from None
+        return exports[0]
 
     # A run still training has a checkpoint too; only a finished one is a default.
     for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):

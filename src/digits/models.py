@@ -161,10 +161,10 @@ def create_model(name: str, normalize: bool | None = None, test_time_augment: bo
                  temperature: float | None = None) -> ZooModel:
     """Build a zoo model by name; ``normalize``, ``test_time_augment`` and ``temperature`` default
     to its recipe."""
-    recipe = get_entry(name).recipe
-    return ZooModel(name, get_entry(name).build(), recipe.normalize if normalize is None else normalize,
-                      recipe.test_time_augment if test_time_augment is None else test_time_augment,
-                      recipe.temperature if temperature is None else temperature)
+    entry = get_entry(name)
+    recipe = entry.recipe.with_overrides(normalize=normalize, test_time_augment=test_time_augment,
+                                         temperature=temperature)
+    return ZooModel(name, entry.build(), recipe.normalize, recipe.test_time_augment, recipe.temperature)
 
 
 def count_parameters(model: nn.Module) -> int:

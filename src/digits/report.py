@@ -316,7 +316,8 @@ def _feature_maps(model: nn.Module, image: np.ndarray, label: str) -> str:
 
 def _saliency(model: nn.Module, images: np.ndarray, result: Evaluation, classes: Sequence[str]) -> str:
     p, predictions, labels = result.probabilities, result.predictions, result.labels
-    chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED], *confident_mistakes(result.labels, result.probabilities)[:EXPLAINED]]
+    chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED],
+              *confident_mistakes(labels, result.probabilities)[:EXPLAINED]]
     titles = [f"test #{i}: true {classes[labels[i]]}, predicted {classes[predictions[i]]} "
               f"({p[i, predictions[i]]:.1%})" for i in chosen]
     saliencies = [integrated_gradients(model, images[i]) for i in chosen]
