@@ -47,6 +47,13 @@ def test_help_imports_neither_pytorch_nor_scikit_learn():
     assert out.stdout.strip() == "[]"
 
 
+def test_version_is_the_installed_package_s():
+    from importlib.metadata import version
+
+    result = digits("--version")
+    assert result.returncode == 0 and result.stdout == f"digits {version('digits')}\n"
+
+
 def test_every_public_name_resolves():
     import digits as api
 

@@ -5,6 +5,8 @@ The public API; the command line and the service are thin layers over it.
 
 import importlib
 
+__version__ = "0.1.0"
+
 from .errors import DigitsError
 from .prepare import prepare  # named as its module, so imported now: importing the module later would hide it
 
@@ -34,4 +36,4 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = ["DigitsError", "prepare", *_MODULE_OF]
+__all__ = ["DigitsError", "__version__", "prepare", *_MODULE_OF]

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Callable, NoReturn
 
+from . import __version__
 from .errors import DigitsError
 
 
@@ -284,6 +285,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="digits", description="Train, evaluate and serve handwritten-digit classifiers.")
+    parser.add_argument("--version", action="version", version=f"digits {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_options(p: argparse.ArgumentParser, dataset_default: str | None = "mnist") -> None:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.profiler import record_function
 
-from . import distributed
+from . import __version__, distributed
 from .checkpoint import load_checkpoint, load_model, load_weights, save_checkpoint, save_ensemble
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
@@ -390,8 +390,8 @@ def _finished_run(folder: Path) -> Run:
 def environment(device: torch.device) -> dict[str, Any]:
     """What a run ran on, for the record."""
     processor = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-            "platform": platform.platform(), "processor": processor or platform.machine(),
+    return {"digits": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+            "numpy": np.__version__, "platform": platform.platform(), "processor": processor or platform.machine(),
             "threads": torch.get_num_threads()}
 
 
