@@ -107,6 +107,13 @@ def test_resume_refuses_to_change_the_recipe_silently(small, tmp_path):
     assert len(resumed.history) == 2  # the run's own values may be repeated
 
 
+def test_resume_reads_the_model_from_the_run(small, tmp_path):
+    out = tmp_path / "fast"
+    first = train(TrainConfig(model="fast", epochs=1, out=out, report=False), data=small, verbose=False)
+    again = train(TrainConfig(resume=True, out=out, report=False), data=small, verbose=False)  # no model named
+    assert again.model.name == "fast" and again.history == first.history  # finished: nothing more to train
+
+
 def test_resume_survives_kill_9(make_dataset, tmp_path):
     data_dir = make_dataset(tmp_path / "digits", train=2000, test=100)
     run = tmp_path / "killed"
@@ -195,7 +202,7 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
 def test_resuming_another_models_checkpoint_is_refused(learned, tmp_path):
     payload = load_checkpoint(learned.checkpoint)
     save_checkpoint(tmp_path / "model.pt", {**payload, "model": "lenet"})
-    with pytest.raises(DigitsError, match="holds model 'lenet', not 'seed'; pass --model lenet"):
+    with pytest.raises(DigitsError, match="holds model 'lenet', not 'seed'; leave --model out, or pass --model lenet"):
         train(TrainConfig(model="seed", resume=True, out=tmp_path), verbose=False)
 
 

@@ -135,6 +135,26 @@ def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
     assert load(held_out).info["accuracy"] is None
 
 
+def test_a_resumed_ensemble_goes_on_with_its_own_model_and_folder(small, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/ is relative to the working folder
+    config = TrainConfig(model="fast", epochs=1, holdout=500, report=False)
+    folder, first = train_ensemble(config, 2, small, verbose=False)
+    assert folder.parent == Path("runs") and folder.name.startswith("fast-ensemble2-")
+    kept = (folder / "member-1" / "model.pt").read_bytes()
+    for name in ("member-2/model.pt", "ensemble.json"):  # as if stopped while member 2 trained
+        (folder / name).unlink()
+
+    # Only --resume: the newest ensemble of two fast members goes on as it began, with member 2
+    # trained afresh as it was the first time (seed 1, held-out digits) and the ensemble validated
+    # on the held-out digits, not the test set.
+    again, runs = train_ensemble(TrainConfig(resume=True, report=False), 2, small, verbose=False)
+    assert again == folder and (folder / "member-1" / "model.pt").read_bytes() == kept
+    assert [run.model.name for run in runs] == ["fast", "fast"]
+    assert [h["train_loss"] for h in runs[1].history] == [h["train_loss"] for h in first[1].history]
+    manifest = json.loads((folder / "ensemble.json").read_text())
+    assert manifest["model"] == "fast" and manifest["holdout"] == 500
+
+
 def test_trained_models_of_different_kinds_combine_into_an_ensemble(small, tmp_path, capsys):
     runs = [train(TrainConfig(model=name, epochs=1, out=tmp_path / name, report=False), small, verbose=False)
             for name in ("fast", "seed")]

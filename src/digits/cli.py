@@ -43,7 +43,7 @@ def distributed_train(args: argparse.Namespace) -> None:
 
     argv = args.argv[args.argv.index("train") + 1:]  # workers see WORLD_SIZE and ignore --nproc
     if args.out is None and not args.resume:  # every rank must write to the same folder
-        argv += ["--out", str(default_run_dir(args.model))]
+        argv += ["--out", str(default_run_dir(args.model or "seed"))]
     distributed.launch(args.nproc, argv, resolve_device(args.device))
 
 
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="folder holding the dataset's four IDX files")
 
     p = commands.add_parser("train", help="train a model from the zoo")
-    p.add_argument("--model", default="seed", help="zoo model (see `digits models`)")
+    p.add_argument("--model", help="zoo model (see `digits models`; default: seed, or with --resume the run's own)")
     data_options(p)
     p.add_argument("--epochs", type=int, help="default: the model's recipe")
     p.add_argument("--batch-size", type=int, help="default: the model's recipe")
@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<model>-<timestamp>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (or the newest run of --model)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (or the newest run, of --model if given)")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N local processes with DistributedDataParallel (as torchrun does);"
                         " with --ensemble, train N members at a time (default: one per GPU)")

@@ -43,7 +43,7 @@ STEP_LABEL = "digits: training step"
 class TrainConfig:
     """What a run is asked to do; None means "the model's recipe decides"."""
 
-    model: str = "seed"
+    model: str | None = None  # None: "seed", or the model of the run that --resume continues
     dataset: str = "mnist"
     epochs: int | None = None
     batch_size: int | None = None
@@ -137,6 +137,11 @@ def latest_run_dir(model: str | None = None) -> Path | None:
     return next((p.parent for p in newest_runs_first(f"{model or '*'}-*/{RUN_CHECKPOINT}")), None)
 
 
+def latest_ensemble_dir(name: str) -> Path | None:
+    """The newest folder runs/NAME-… in which a member has a checkpoint."""
+    return next((p.parent.parent for p in newest_runs_first(f"{name}-*/member-*/{RUN_CHECKPOINT}")), None)
+
+
 def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True) -> Run:
     """Train a zoo model as configured; writes checkpoint, history and curves to the run folder."""
     with cpu_threads(config.threads):
@@ -147,20 +152,18 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     from rich.console import Console
 
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
-    entry = get_entry(config.model)
-    recipe = entry.recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
-                                         lr=config.lr, normalize=config.normalize)
     folder = Path(config.out) if config.out else None
     resumed = None
     if config.resume:
         folder = folder or latest_run_dir(config.model)
         if folder is None:
-            raise DigitsError(f"--resume: no run of {config.model!r} to resume under {RUNS_DIR}/; give --out DIR")
+            raise DigitsError(f"--resume: no run{f' of {config.model!r}' if config.model else ''} to resume "
+                              f"under {RUNS_DIR}/; give --out DIR")
         checkpoint = folder / RUN_CHECKPOINT
         resumed = load_checkpoint(checkpoint)
-        if resumed["model"] != config.model:
+        if config.model not in (None, resumed["model"]):
             raise DigitsError(f"--resume: {checkpoint} holds model {resumed['model']!r}, "
-                              f"not {config.model!r}; pass --model {resumed['model']}")
+                              f"not {config.model!r}; leave --model out, or pass --model {resumed['model']}")
         if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
             raise DigitsError(f"--resume: {checkpoint} holds no training state to resume from;"
                               " train a new run instead")
@@ -184,6 +187,10 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                                 "out": folder, "device": config.device, "threads": config.threads,
                                 "report": config.report, "tensorboard": config.tensorboard,
                                 "data_dir": config.data_dir or resumed["config"]["data_dir"]})
+    else:
+        config = replace(config, model=config.model or "seed")
+        recipe = get_entry(config.model).recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
+                                                               lr=config.lr, normalize=config.normalize)
     folder = folder or default_run_dir(config.model)
     checkpoint = folder / RUN_CHECKPOINT
     if not config.resume and any((folder / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
@@ -323,6 +330,11 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     return Run(folder, model.eval(), history)
 
 
+# A resumed ensemble's settings that, when not given again, are as its members began.
+MEMBER_SETTINGS = ("model", "epochs", "batch_size", "lr", "normalize", "subset", "holdout", "target_accuracy",
+                   "time_limit")
+
+
 def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = None,
                    verbose: bool = True, processes: int | None = None) -> tuple[Path, list[Run]]:
     """Train ``members`` ordinary runs with seeds seed, seed + 1, … into FOLDER/member-k/, then
@@ -336,23 +348,33 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     processes = distributed.default_processes(device) if processes is None else processes
     if processes < 1:
         raise DigitsError(f"--nproc {processes}: give a number of processes ≥ 1")
-    folder = Path(config.out) if config.out else default_run_dir(f"{config.model}-ensemble{members}")
+    name = f"{config.model or ('*' if config.resume else 'seed')}-ensemble{members}"
+    folder = Path(config.out) if config.out else latest_ensemble_dir(name) if config.resume else default_run_dir(name)
+    if folder is None:
+        raise DigitsError(f"--resume: no ensemble {name}-… to resume under {RUNS_DIR}/; give --out DIR")
+    outs = [folder / f"member-{k + 1}" for k in range(members)]
+    started = [out / RUN_CHECKPOINT for out in outs if config.resume and (out / RUN_CHECKPOINT).is_file()]
+    if started:  # as a resumed run does, go on as the members began, also those yet to start
+        begun = load_checkpoint(started[0])["config"]
+        config = replace(config, dataset=begun["dataset"], data_dir=config.data_dir or begun["data_dir"],
+                         **{key: begun.get(key) for key in MEMBER_SETTINGS if getattr(config, key) is None})
+    model = config.model or "seed"
+    configs = [replace(config, model=model, seed=config.seed + k, out=out, resume=out / RUN_CHECKPOINT in started)
+               for k, out in enumerate(outs)]
     data = data or load_dataset(config.dataset, config.data_dir)
-    configs = [replace(config, seed=config.seed + k, out=folder / f"member-{k + 1}") for k in range(members)]
-    configs = [replace(c, resume=config.resume and (c.out / RUN_CHECKPOINT).is_file()) for c in configs]
     if processes == 1:
         runs = [train(member, data, verbose) for member in configs]
     else:
         processes = min(processes, members)
         if verbose:
-            print(f"Training {members} members of {config.model}, {processes} at a time → {folder}", flush=True)
+            print(f"Training {members} members of {model}, {processes} at a time → {folder}", flush=True)
         distributed.spawn(_train_members, (configs, data, processes, verbose), processes)
         runs = [_finished_run(member.out) for member in configs]
     validation = split_for_training(data, config.subset, config.holdout)[1]
     # Members trained in other processes come back from their checkpoints, on the CPU.
     accuracy = evaluate(Ensemble([run.model for run in runs]).to(device).eval(), validation).accuracy
     member_accuracy = [run.accuracy for run in runs]
-    save_ensemble(folder, [run.checkpoint for run in runs], config.model, member_accuracy=member_accuracy,
+    save_ensemble(folder, [run.checkpoint for run in runs], model, member_accuracy=member_accuracy,
                   accuracy=accuracy, **({"holdout": config.holdout} if config.holdout else {}))
     if verbose:
         print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
