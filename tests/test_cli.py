@@ -75,6 +75,16 @@ def test_data_json_reports_mnist():
     assert Path(found["mnist"]["folder"]) == Path(os.environ["DIGITS_DATA_DIR"]) / "mnist"
 
 
+def test_data_verify_prints_the_published_checksums():
+    from digits.data import DATASETS
+
+    result = digits("data", "--dataset", "mnist", "--verify")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("mnist: verified in ")
+    assert lines[1:] == [f"  {name}  sha256 {digest} (decompressed)" for name, digest in DATASETS["mnist"].sha256.items()]
+
+
 def test_data_in_a_folder_names_only_the_dataset_it_holds():
     result = digits("data", "--json", "--data-dir", str(Path(os.environ["DIGITS_DATA_DIR"]) / "mnist"))
     assert result.returncode == 0, result.stderr
@@ -123,6 +133,8 @@ BAD_INPUTS = {
     "unknown dataset": (["train", "--dataset", "nope", "--out", "{tmp}/run"], "unknown dataset 'nope'"),
     "unknown dataset for data": (["data", "--dataset", "nope"], "unknown dataset 'nope'"),
     "bad subset": (["train", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
+    "subset past the training set": (["train", "--subset", "70000", "--holdout", "10000", "--out", "{tmp}/run"],
+                                     "--subset 70000: give a positive number of training images, at most 50000"),
     "no epochs": (["train", "--epochs", "0", "--out", "{tmp}/run"], "--epochs 0: give a positive number"),
     "negative learning rate": (["train", "--lr", "-1", "--out", "{tmp}/run"], "--lr -1: give a positive number"),
     "bad baselines subset": (["baselines", "--subset", "-5"], "--subset -5"),

@@ -183,7 +183,8 @@ def test_a_failing_ensemble_member_is_one_line(tmp_path):
                                      "--subset", "-5", "--out", str(tmp_path / "x")),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert done.stderr.strip() == "digits: error: --subset -5: give a positive number of training images"
+    expected = "digits: error: --subset -5: give a positive number of training images, at most 60000"
+    assert done.stderr.strip() == expected
 
 
 def test_stopping_an_ensemble_with_sigterm_stops_its_workers(tmp_path):

@@ -100,6 +100,10 @@ def test_explain_a_picture(learned: Run, picture: Path, capsys) -> None:
         image.load()
         assert image.width > 600 and image.height > 200  # input, saliency and probabilities side by side
 
+    # Predicting the folder afterwards reads the picture, not the figure drawn beside it.
+    assert main(["predict", str(picture.parent), "--model", str(learned.checkpoint), "--csv"]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [str(picture)]
+
 
 def test_explain_uses_the_default_model(learned: Run, picture: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DIGITS_MODEL", str(learned.checkpoint))

@@ -167,9 +167,9 @@ def test_a_run_can_skip_its_report(mnist: Dataset, tmp_path: Path) -> None:
     assert run.checkpoint.is_file() and not (tmp_path / "report.html").exists()
 
 
-def test_a_holdout_run_says_what_validated_it(small: Path, tmp_path: Path) -> None:
-    train(TrainConfig(dataset="small", data_dir=small, epochs=1, holdout=500, subset=500, out=tmp_path),
-          verbose=False)
+def test_a_holdout_run_says_what_validated_it(small: Path, tmp_path: Path, capsys) -> None:
+    train(TrainConfig(dataset="small", data_dir=small, epochs=1, holdout=500, subset=500, out=tmp_path))
+    assert ": 500 images (500 held out to validate), 1 epoch," in capsys.readouterr().out
     text = " ".join((tmp_path / "report.html").read_text().split())
     assert "Validation is the last 500 training images, held out" in text
     assert Page((tmp_path / "report.html").read_text()).metrics["count"] == 1000  # and the test set is reported

@@ -191,7 +191,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     for info in results:
         print(f"{info['dataset']}: {info['status']}" + (f" in {info['folder']}" if info["folder"] else f" — {info['message']}"))
         for file, digest in info.get("checksums", {}).items():
-            print(f"  {file}  sha256 {digest}")
+            print(f"  {file}  sha256 {digest}{' (decompressed)' if file.endswith('.gz') else ''}")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -150,8 +150,8 @@ class Split:
         """The first ``count`` images (None: all of them), as --subset asks."""
         if count is None:
             return self
-        if count < 1:
-            raise DigitsError(f"--subset {count}: give a positive number of training images")
+        if not 0 < count <= len(self):
+            raise DigitsError(f"--subset {count}: give a positive number of training images, at most {len(self)}")
         return self.take(slice(0, count))
 
 

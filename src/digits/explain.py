@@ -17,6 +17,7 @@ from torch import nn
 
 from .engine import model_device
 from .errors import DigitsError
+from .files import EXPLAINED
 from .plots import explanation_figure, save
 
 
@@ -89,7 +90,7 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
     from .inference import digit_record, load
 
     path = Path(path)
-    out = Path(out) if out else path.with_name(f"{path.stem}-explained.png")
+    out = Path(out) if out else path.with_name(path.stem + EXPLAINED)
     if out.suffix.lower() != ".png":
         raise DigitsError(f"--out {out}: the explanation is a PNG picture; give a name ending in .png")
     classifier = load(model)

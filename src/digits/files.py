@@ -12,6 +12,7 @@ from pathlib import Path
 RUNS_DIR = Path("runs")  # where runs go unless told otherwise, relative to the working folder
 RUN_CHECKPOINT = "model.pt"  # in a run's folder
 ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
+EXPLAINED = "-explained.png"  # `digits explain PICTURE` draws PICTURE-explained.png beside it
 
 
 def newest_runs_first(pattern: str) -> list[Path]:

@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import DigitsError
-from .files import RUN_CHECKPOINT, RUNS_DIR, atomic_write, model_file, newest_runs_first
+from .files import EXPLAINED, RUN_CHECKPOINT, RUNS_DIR, atomic_write, model_file, newest_runs_first
 from .prepare import FIELD, Source, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
@@ -325,17 +325,21 @@ def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Seque
 # --- files on the command line ------------------------------------------------------
 
 def picture_files(path: str | Path) -> list[Path]:
-    """The pictures a command-line path names: a file, a folder's pictures (all levels), a glob."""
+    """The pictures a command-line path names: a file, a folder's pictures (all levels), a glob.
+    Among many, the figures `digits explain` drew are not pictures of digits."""
+    def pictures(files: Iterable[Path]) -> list[Path]:
+        return sorted(f for f in files if f.suffix.lower() in PICTURES and not f.name.endswith(EXPLAINED)
+                      and f.is_file())
+
     p = Path(path)
     if p.is_dir():
-        found = sorted(f for f in p.rglob("*") if f.suffix.lower() in PICTURES and f.is_file())
+        found = pictures(p.rglob("*"))
         if not found:
             raise DigitsError(f"{path}: no pictures in this folder (looked for {', '.join(PICTURES)})")
         return found
     if p.exists() or not any(c in str(path) for c in "*?["):
         return [p]  # reading it says what is wrong, if anything
-    found = sorted(f for f in map(Path, glob.glob(str(path), recursive=True))
-                   if f.suffix.lower() in PICTURES and f.is_file())
+    found = pictures(map(Path, glob.glob(str(path), recursive=True)))
     if not found:
         raise DigitsError(f"{path}: no pictures match")
     return found

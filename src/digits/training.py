@@ -233,7 +233,9 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         console.print(f"Resuming {folder} after epoch {len(history)}/{recipe.epochs}")
     else:
         console.print(f"Training {config.model} ({count_parameters(model):,} parameters) on "
-                      f"{data.name}: {len(labels):,} images, {recipe.epochs} epoch{'s' * (recipe.epochs > 1)}, batch "
+                      f"{data.name}: {len(labels):,} images"
+                      f"{f' ({len(validation):,} held out to validate)' if config.holdout else ''}, "
+                      f"{recipe.epochs} epoch{'s' * (recipe.epochs > 1)}, batch "
                       f"{recipe.batch_size}, lr {recipe.lr:g}, {device.type} {precision}"
                       f"{f', {world.size} processes' if world.size > 1 else ''} → {folder}")
     if world.is_main:
