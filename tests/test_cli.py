@@ -138,6 +138,8 @@ BAD_INPUTS = {
     "no epochs": (["train", "--epochs", "0", "--out", "{tmp}/run"], "--epochs 0: give a positive number"),
     "negative learning rate": (["train", "--lr", "-1", "--out", "{tmp}/run"], "--lr -1: give a positive number"),
     "bad baselines subset": (["baselines", "--subset", "-5"], "--subset -5"),
+    "too few for the baselines": (["baselines", "--subset", "2", "--only", "knn"],
+                                  "--subset 2: the baselines need 3 training images or more, of two classes or more"),
     "bad benchmark subset": (["benchmark", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
     "too few steps to profile": (["benchmark", "--profile", "--models", "fast", "--subset", "256",
                                   "--out", "{tmp}/run"], "too few images to profile fast"),

@@ -115,10 +115,11 @@ def test_labels_must_be_digits(make_dataset, tmp_path):
     assert str(error.value).startswith(str(folder / "t10k-labels-idx1-ubyte.gz"))
 
 
-def test_images_must_be_uint8_pictures(make_dataset, tmp_path):
+@pytest.mark.parametrize("images", [np.zeros((30, 28, 28), np.float32), np.zeros((30, 32, 32), np.uint8)])
+def test_images_must_be_uint8_28_by_28_pictures(make_dataset, tmp_path, images):
     folder = make_dataset(tmp_path / "tiny", train=30, test=20)
-    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((30, 28, 28), np.float32))
-    with pytest.raises(DigitsError, match="expected N×H×W uint8 images") as error:
+    write_idx(folder / "train-images-idx3-ubyte.gz", images)
+    with pytest.raises(DigitsError, match="expected N×28×28 uint8 images, as MNIST's, got") as error:
         load_dataset("tiny", folder)
     assert str(error.value).startswith(str(folder / "train-images-idx3-ubyte.gz"))
 
@@ -128,6 +129,16 @@ def test_a_known_dataset_whose_file_differs_fails_its_checksum(make_dataset, tmp
     with pytest.raises(DigitsError, match="checksum mismatch") as error:
         load_dataset("mnist", folder)
     assert str(error.value).startswith(str(folder / "train-images-idx3-ubyte.gz"))
+    # The folder may hold the user's own data: no advice to delete it.
+    assert "a damaged copy of mnist, or a dataset of your own: give that one --dataset NAME" in str(error.value)
+    assert "delete" not in str(error.value)
+
+
+def test_a_damaged_download_in_the_cache_is_to_be_deleted(tiny, home):
+    shutil.copytree(tiny, home / "tiny")
+    write_idx(home / "tiny" / "t10k-labels-idx1-ubyte.gz", np.zeros(20, np.uint8))
+    with pytest.raises(DigitsError, match="checksum mismatch .* the download is damaged; delete it and fetch it"):
+        load_dataset("tiny")
 
 
 def test_another_known_dataset_s_files_are_named_not_called_corrupt(mnist):

@@ -83,3 +83,16 @@ def test_a_model_is_not_scored_on_another_dataset_s_classes(learned, tmp_path):
     with pytest.raises(DigitsError, match="reads fashion-mnist's classes, not mnist's"):
         evaluate_checkpoint(tmp_path / "model.pt", dataset="mnist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no pictures drawn over
+
+
+def test_a_dataset_without_test_images_is_refused_in_one_line(learned, make_dataset, tmp_path, capsys):
+    from digits.cli import main
+
+    folder = make_dataset(tmp_path / "mine", train=50, test=0)
+    commands = {"evaluate on": ["evaluate", str(learned.checkpoint), "--out", str(tmp_path)],
+                "score the baselines on": ["baselines", "--only", "knn"]}
+    for purpose, command in commands.items():
+        assert main([*command, "--dataset", "mine", "--data-dir", str(folder)]) == 2
+        expected = f"mine: no test images to {purpose} — give the dataset's test split"
+        assert capsys.readouterr().err == f"digits: error: {expected}\n"
+    assert not (tmp_path / "confusion.png").exists()

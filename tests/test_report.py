@@ -172,7 +172,16 @@ def test_a_holdout_run_says_what_validated_it(small: Path, tmp_path: Path, capsy
     assert ": 500 images (500 held out to validate), 1 epoch," in capsys.readouterr().out
     text = " ".join((tmp_path / "report.html").read_text().split())
     assert "Validation is the last 500 training images, held out" in text
+    assert "<td>training images</td><td>first 500 of all but the last 500</td>" in text
     assert Page((tmp_path / "report.html").read_text()).metrics["count"] == 1000  # and the test set is reported
+
+
+def test_a_run_stopped_by_its_test_accuracy_is_not_called_unchosen(small: Path, tmp_path: Path) -> None:
+    train(TrainConfig(dataset="small", data_dir=small, epochs=2, subset=500, target_accuracy=0.01, out=tmp_path),
+          verbose=False)
+    text = " ".join((tmp_path / "report.html").read_text().split())
+    assert "(target accuracy 0.01 reached): the test set chose its length, so its test accuracy flatters it" in text
+    assert "nothing is chosen by test accuracy" not in text
 
 
 def test_compare_two_runs(run: Run, learned: Run, tmp_path: Path, capsys) -> None:
@@ -195,8 +204,9 @@ def test_compare_two_runs(run: Run, learned: Run, tmp_path: Path, capsys) -> Non
 
 
 def test_compare_refuses_what_is_not_a_run(run: Run, tmp_path: Path, capsys) -> None:
-    assert main(["compare", str(run.folder), str(run.folder), "--out", str(tmp_path / "c.png")]) == 2
-    assert "given twice" in capsys.readouterr().err
+    for again in (run.folder, run.checkpoint, f"{run.folder}/."):
+        assert main(["compare", str(run.folder), str(again), "--out", str(tmp_path / "c.png")]) == 2
+        assert f"{again} is given twice" in capsys.readouterr().err
     assert main(["compare", str(run.folder), str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
     assert "no model.pt here" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()

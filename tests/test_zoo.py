@@ -198,6 +198,32 @@ def test_a_folder_without_checkpoint_or_manifest_is_a_clear_error(tmp_path, caps
     assert "no model.pt or ensemble.json there" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("members, message", [
+    (["."], "member '.' is an ensemble, not a checkpoint; name its members instead"),
+    ("member-1/model.pt", "not a digits ensemble manifest"),
+    ([1, 2], "not a digits ensemble manifest"),
+    ([], "the ensemble has no members"),
+])
+def test_a_damaged_manifest_is_a_clear_error(tmp_path, capsys, members, message):
+    (tmp_path / "ensemble.json").write_text(json.dumps({"model": "fast", "members": members}))
+    for command in (["evaluate", str(tmp_path)], ["ensemble", str(tmp_path), str(tmp_path), "--out", "x"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == f"digits: error: {tmp_path / 'ensemble.json'}: {message}" + (
+            " (it names its members' checkpoints in a list)\n" if "manifest" in message else "\n")
+
+
+def test_an_ensemble_written_through_a_symbolic_link_loads(learned, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as typed
+    for name in ("a", "b"):
+        Path(name).mkdir()
+        Path(name, "model.pt").write_bytes(learned.checkpoint.read_bytes())
+    Path("elsewhere", "deep").mkdir(parents=True)
+    Path("link").symlink_to(Path("elsewhere", "deep"))
+    manifest = make_ensemble(["a", "b"], Path("link", "both"))
+    ensemble, payload = load_model(manifest)
+    assert len(ensemble.members) == 2 and payload["members"] == ["../../../a/model.pt", "../../../b/model.pt"]
+
+
 def test_baselines_report_accuracy_and_fit_time(mnist):
     results = run_baselines(mnist, subset=500)
     assert [r["baseline"] for r in results] == ["logistic", "knn", "svc", "forest"]

@@ -41,7 +41,11 @@ def run_baselines(data: Dataset, names: list[str] | None = None, subset: int | N
         raise DigitsError(f"unknown baseline {unknown[0]!r}: choose from {', '.join(BASELINES)}")
     train = data.train.first(subset)
     x_train, y_train = features(train), train.labels.numpy()
-    x_test, y_test = features(data.test), data.test.labels.numpy()
+    if len(y_train) < 3 or len(np.unique(y_train)) < 2:  # k-NN's k; the others need two classes
+        raise DigitsError(f"--subset {len(y_train)}: the baselines need 3 training images or more, of two "
+                          "classes or more")
+    test = data.test_split("score the baselines on")
+    x_test, y_test = features(test), test.labels.numpy()
     results = []
     for name in names:
         description, build = BASELINES[name]

@@ -106,9 +106,15 @@ def read_manifest(manifest: Path) -> dict[str, Any]:
         described = json.loads(manifest.read_text())
         members = described["members"]
     except (ValueError, KeyError, TypeError):
-        raise DigitsError(f"{manifest}: not a digits ensemble manifest") from None
+        members = None
+    if not isinstance(members, list) or not all(isinstance(member, str) for member in members):
+        raise DigitsError(f"{manifest}: not a digits ensemble manifest (it names its members' checkpoints in a list)")
     if not members:
         raise DigitsError(f"{manifest}: the ensemble has no members")
+    # An ensemble's members are checkpoints: one naming an ensemble (itself, say) would never end.
+    nested = next((m for m in members if model_file(manifest.parent / m).name == ENSEMBLE_MANIFEST), None)
+    if nested is not None:
+        raise DigitsError(f"{manifest}: member {nested!r} is an ensemble, not a checkpoint; name its members instead")
     return described
 
 
@@ -125,8 +131,9 @@ def save_ensemble(folder: str | Path, checkpoints: Sequence[str | Path], model: 
     """Write FOLDER/ensemble.json naming the members' checkpoint files relative to FOLDER, so the
     folders can move together; ``facts`` join the manifest. Returns the manifest's path."""
     folder = Path(folder)
-    manifest = {"model": model, "members": [Path(os.path.relpath(file, folder)).as_posix() for file in checkpoints],
-                **facts}
+    # Relative between real paths: through a symbolic link, ".." leads out of where the link points.
+    members = [Path(os.path.relpath(Path(file).resolve(), folder.resolve())).as_posix() for file in checkpoints]
+    manifest = {"model": model, "members": members, **facts}
     atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return folder / ENSEMBLE_MANIFEST
 

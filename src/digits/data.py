@@ -23,6 +23,7 @@ import torch
 
 from .errors import DigitsError
 from .files import atomic_write
+from .prepare import FIELD
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -164,6 +165,12 @@ class Dataset:
     folder: Path | None = None
     checksums: dict[str, str] = field(default_factory=dict)
 
+    def test_split(self, purpose: str) -> Split:
+        """The test split, refused in one line when it is empty: ``purpose`` needs its images."""
+        if not len(self.test):
+            raise DigitsError(f"{self.name}: no test images to {purpose} — give the dataset's test split")
+        return self.test
+
 
 def _file_in(folder: Path, name: str) -> Path | None:
     """The file itself, or its uncompressed twin (``name`` without .gz)."""
@@ -232,8 +239,12 @@ def load_file(path: Path, info: DatasetInfo | None) -> tuple[np.ndarray, str]:
         if other:  # a whole, good file in the wrong place: deleting it would lose data
             raise DigitsError(f"{path}: a file of {other}, not of {info.name}; give --data-dir the folder "
                               f"that holds {info.name}'s four files, or --dataset {other}")
+        # Only a download of our own is safe to delete: elsewhere the file may be the user's data.
+        advice = ("the download is damaged; delete it and fetch it again"
+                  if cache_dir().resolve() in path.resolve().parents else
+                  f"a damaged copy of {info.name}, or a dataset of your own: give that one --dataset NAME")
         raise DigitsError(f"{path}: checksum mismatch (sha256 {digest[:12]}…, expected "
-                          f"{expected[:12]}…) — the file is corrupt; delete it and fetch it again")
+                          f"{expected[:12]}… for {info.name}) — {advice}")
     return parse_idx(data, path), digest
 
 
@@ -242,8 +253,9 @@ def load_split(folder: Path, split: str, info: DatasetInfo | None,
     image_file, label_file = (_file_in(folder, f) for f in FILES[split])
     images, checksums[image_file.name] = load_file(image_file, info)
     labels, checksums[label_file.name] = load_file(label_file, info)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DigitsError(f"{image_file}: expected N×H×W uint8 images, got {images.dtype} {images.shape}")
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (FIELD, FIELD):
+        raise DigitsError(f"{image_file}: expected N×{FIELD}×{FIELD} uint8 images, as MNIST's, got {images.dtype} "
+                          f"{'×'.join(map(str, images.shape))} — the models read {FIELD}×{FIELD} digits")
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DigitsError(f"{label_file}: expected a list of uint8 labels, got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):

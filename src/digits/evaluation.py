@@ -89,7 +89,7 @@ def _evaluate_and_draw(model: nn.Module, payload: dict, dataset: str | None, dat
     if tuple(data.classes) != tuple(payload["classes"]):
         raise DigitsError(f"{payload['model']} reads {payload.get('dataset')}'s classes, not {data.name}'s: "
                           f"evaluate it on its own dataset (--dataset {payload.get('dataset')})")
-    result = evaluate(model.to(device), data.test)
+    result = evaluate(model.to(device), data.test_split("evaluate on"))
     plot_confusion(result.confusion(), data.classes, out / "confusion.png")
     plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,
                   out / "mistakes.png")

@@ -40,9 +40,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: Da
     run_dir = _run_folder(run_dir)
     model, payload = load_model(_checkpoint_path(run_dir))
     data = data or load_dataset(payload.get("dataset", "mnist"), data_dir)
-    if not len(data.test):
-        raise DigitsError(f"{data.name}: no test images to report on — give the dataset's test split")
-    result = evaluate(model.to(resolve_device(device)), data.test)
+    result = evaluate(model.to(resolve_device(device)), data.test_split("report on"))
     out = Path(out) if out else run_dir / REPORT_NAME
     _write(out, render(run_dir, payload, model, data, result).encode())
     return out
@@ -66,12 +64,13 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray,
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png") -> list[dict[str, Any]]:
     """One row per run (accuracy, loss, training time, parameters) and a figure of their curves."""
     histories: dict[str, list[dict[str, Any]]] = {}
-    rows = []
+    rows, seen = [], set()
     for run_dir in run_dirs:
-        name = str(run_dir)
-        if name in histories:
+        name, checkpoint = str(run_dir), _checkpoint_path(_run_folder(run_dir))
+        if checkpoint.resolve() in seen:  # also as its folder and its model.pt, or through ./
             raise DigitsError(f"{name} is given twice — name each run once")
-        payload = load_checkpoint(_checkpoint_path(_run_folder(run_dir)))
+        seen.add(checkpoint.resolve())
+        payload = load_checkpoint(checkpoint)
         history = payload.get("history") or []
         if not history:
             raise DigitsError(f"{name}: the run has no finished epoch yet — train it first")
@@ -114,7 +113,8 @@ def render(run_dir: Path, payload: dict[str, Any], model: nn.Module, data: Datas
     images = data.test.images.numpy()
     sections = [
         ("configuration", "Configuration and environment", _configuration(payload)),
-        ("curves", "Training curves", _curves(history, payload.get("config", {}).get("holdout"))),
+        ("curves", "Training curves", _curves(history, payload.get("config", {}).get("holdout"),
+                                              payload.get("stopped"))),
         ("metrics", "Test metrics", _metrics(metrics, data.classes)),
         ("confusion", "Confusion matrix", _confusion(result, data.classes)),
         ("mistakes", "Most confident mistakes", _mistakes(images, result, data.classes)),
@@ -204,7 +204,7 @@ def _configuration(payload: dict[str, Any]) -> str:
     epochs = f"{len(history)} of {recipe.get('epochs', '?')}" + (f" ({status})" if status else "")
     run = [("model", payload["model"]), ("dataset", payload.get("dataset", "?")),
            ("parameters", f"{payload.get('parameters', 0):,}"), ("epochs", epochs),
-           ("training images", f"first {config['subset']:,}" if config.get("subset") else "all"),
+           ("training images", _training_images(config)),
            ("seed", config.get("seed", "?")), ("device", payload.get("device", "?")),
            ("started", payload.get("started", "?")), ("last saved", payload.get("saved", "?")),
            ("training time", _duration(sum(h["seconds"] for h in history)) + " (the epochs alone)")]
@@ -218,7 +218,14 @@ def _configuration(payload: dict[str, Any]) -> str:
             f"<div><h3>Environment</h3>{_table(None, environment.items())}</div></div>")
 
 
-def _curves(history: list[dict[str, Any]], holdout: int | None) -> str:
+def _training_images(config: dict[str, Any]) -> str:
+    subset, holdout = config.get("subset"), config.get("holdout")
+    if holdout:
+        return f"first {subset:,} of all but the last {holdout:,}" if subset else f"all but the last {holdout:,}"
+    return f"first {subset:,}" if subset else "all"
+
+
+def _curves(history: list[dict[str, Any]], holdout: int | None, stopped: str | None) -> str:
     if not history:
         return "<p>No epoch has finished yet.</p>"
     best = max(history, key=lambda h: h["val_accuracy"])
@@ -231,13 +238,18 @@ def _curves(history: list[dict[str, Any]], holdout: int | None) -> str:
                        f"ended at {last['val_loss']:.4f} while training loss went from {lowest['train_loss']:.4f}"
                        f" to {last['train_loss']:.4f}. A widening gap between the training and validation"
                        " curves is overfitting: the model fits its training images better than new ones.")
+    if not holdout and (stopped or "").startswith("target accuracy"):
+        chosen = (f"but this run stopped when its test accuracy reached the target ({stopped}): the test set"
+                  " chose its length, so its test accuracy flatters it; --holdout watches held-out digits instead")
+    else:
+        chosen = "nothing is chosen by test accuracy"
     return (_figure(curves_figure(history, best["epoch"]), "accuracy and loss per epoch, training and validation")
             + f"""<p>{overfitting}</p>
 <p class="note">Validation is {validation}, measured after each epoch; training figures are averages
 over the epoch while the weights change, so early on they trail the validation ones. The dashed line marks
 the epoch with the highest validation accuracy (epoch {best['epoch']}, {best['val_accuracy']:.2%}) for
 information only: recipes are fixed schedules, and the run's result is its last epoch
-({last['val_accuracy']:.2%}) — nothing is chosen by test accuracy.</p>""")
+({last['val_accuracy']:.2%}) — {chosen}.</p>""")
 
 
 def _metrics(metrics: dict[str, Any], classes: Sequence[str]) -> str:
