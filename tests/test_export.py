@@ -68,6 +68,9 @@ def test_backend_onnx_with_a_checkpoint_uses_its_export(exported, tmp_path):
     classifier = digits.load(checkpoint, backend="onnx")
     assert classifier.info["backend"] == "onnx" and classifier.info["source"] == str(path)
     assert digits.load(checkpoint.parent, backend="onnx").info["source"] == str(path)  # the run's folder
+    with pytest.MonkeyPatch.context() as environment:  # also when it is the default model
+        environment.setenv("DIGITS_MODEL", str(checkpoint.parent))
+        assert digits.load(backend="onnx").info["source"] == str(path)
     with pytest.raises(DigitsError, match="an ONNX file runs on the onnx backend"):
         digits.load(path, backend="torch")
     lonely = tmp_path / "model.pt"
@@ -126,8 +129,20 @@ def test_onnx_files_that_are_not_digit_models_are_refused(tmp_path):
     other = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
                               opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # any ONNX Runtime reads
     onnx.save(other, tmp_path / "other.onnx")
-    with pytest.raises(DigitsError, match="other.onnx: not a digit classifier"):
+    with pytest.raises(DigitsError, match=r"other.onnx: not a digit classifier \(it takes tensor\(float\) of shape"):
         digits.load(tmp_path / "other.onnx")
+    # The right shape, but bytes in: what our images would not fit.
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, ["n", 1, 28, 28])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+                               helper.make_node("Flatten", ["f"], ["flat"]),
+                               helper.make_node("Slice", ["flat", "start", "end"], ["y"])], "g", [x], [y],
+                              [helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+                               helper.make_tensor("end", TensorProto.INT64, [1], [10])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              tmp_path / "bytes.onnx")
+    with pytest.raises(DigitsError, match=r"bytes.onnx: not a digit classifier \(it takes tensor\(uint8\)"):
+        digits.load(tmp_path / "bytes.onnx")
 
 
 def test_an_onnx_digit_classifier_from_another_tool_reads_digits(exported, mnist, tmp_path):

@@ -39,7 +39,7 @@ def test_a_batch_of_dataset_digits_gives_the_evaluation_probabilities(classifier
     assert probabilities.shape == (2000, 10) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
-    for batch in (test.images[:200].numpy(), test.images[:200].numpy() / 255.0):
+    for batch in (test.images[:200].numpy(), test.images[:200].numpy() / 255.0, test.images[:200, None]):
         np.testing.assert_allclose(classifier.predict_proba(batch), expected[:200], atol=1e-5)
     assert np.array_equal(classifier.predict(test.images[:200]), expected[:200].argmax(1))
     assert classifier.score(test.images, test.labels) == pytest.approx(learned.accuracy)

@@ -308,6 +308,8 @@ MALFORMED = [
     ("huge grid", "/predict", JSON, as_json({"pixels": [[0] * 1000] * 1000}), 422, "got 1000 rows"),
     ("words as pixels", "/predict", JSON, as_json({"pixels": [["ink"] * 28] * 28}), 422, "numbers only"),
     ("nested deeper", "/predict", JSON, as_json({"pixels": [[[0]] * 28] * 28}), 422, "numbers only"),
+    ("numbers in quotes", "/predict", JSON, as_json({"pixels": [["200"] * 28] * 28}), 422, "numbers only"),
+    ("true and false", "/predict", JSON, as_json({"pixels": [[True, 0] * 14] * 28}), 422, "numbers only"),
     ("pixel over 255", "/predict", JSON, as_json({"pixels": [[256] * 28] * 28}), 422, "from 0 to 255"),
     ("negative pixel", "/predict", JSON, as_json({"pixels": [[-1] * 28] * 28}), 422, "from 0 to 255"),
     ("multipart without a file", "/predict", {"Content-Type": "multipart/form-data; boundary=x"},
@@ -432,6 +434,36 @@ def test_serve_refuses_bad_options_in_one_line(tmp_path, learned, free_port):
     assert busy.returncode == 2 and "cannot listen" in busy.stderr and len(busy.stderr.splitlines()) == 1
 
 
+def wait_until_up(server: subprocess.Popen, client: httpx.Client) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        assert server.poll() is None, server.stdout.read()
+        assert time.monotonic() < deadline, "the server did not come up"
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.3)
+
+
+def test_serve_on_the_ipv6_loopback(learned):
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6) as probe:
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
+                               "--host", "::1", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with httpx.Client(base_url=f"http://[::1]:{port}", timeout=30) as client:
+            wait_until_up(server, client)
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert f"on http://[::1]:{port}/ — the API is described at http://[::1]:{port}/docs" in output
+
+
 def test_serve_with_two_workers(learned, mnist, free_port):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
@@ -439,15 +471,7 @@ def test_serve_with_two_workers(learned, mnist, free_port):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            deadline = time.monotonic() + 90
-            while True:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "the server did not come up"
-                try:
-                    if c.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.3)
+            wait_until_up(server, c)
             digits = mnist.test.images[:12].numpy()
             for d in digits:
                 assert c.post("/predict", json={"pixels": d.tolist()}).status_code == 200

@@ -89,9 +89,11 @@ class OnnxBackend:
             reason = (str(e).strip() or type(e).__name__).splitlines()[0]
             raise DigitsError(f"{path}: not a readable ONNX model ({reason})") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or inputs[0].shape[1:] != [1, FIELD, FIELD] or outputs[0].shape[1:] != [10]:
-            raise DigitsError(f"{path}: not a digit classifier (expects images of shape "
-                              f"{inputs[0].shape}) — export one with `digits export CHECKPOINT`")
+        if not (len(inputs) == 1 and inputs[0].type == "tensor(float)" and inputs[0].shape[1:] == [1, FIELD, FIELD]
+                and outputs and outputs[0].shape[1:] == [10]):
+            takes = ", ".join(f"{i.type} of shape {i.shape}" for i in inputs) or "no input"
+            raise DigitsError(f"{path}: not a digit classifier (it takes {takes}, not float images of shape "
+                              f"[N, 1, {FIELD}, {FIELD}]) — export one with `digits export CHECKPOINT`")
         self.input = inputs[0].name
         try:
             described = json.loads(self.session.get_modelmeta().custom_metadata_map.get("digits", "{}"))
@@ -146,7 +148,7 @@ def load(path: str | Path | None = None, backend: str = "auto", device: str = "a
     """
     if backend not in ("auto", "torch", "onnx"):
         raise DigitsError(f"--backend {backend}: choose auto, torch or onnx")
-    path = model_file(path) if path is not None else default_model()
+    path = model_file(path if path is not None else default_model())
     is_onnx = path.suffix.lower() == ".onnx"
     if is_onnx and backend == "torch":
         raise DigitsError(f"{path}: an ONNX file runs on the onnx backend — use --backend onnx")
@@ -171,7 +173,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
     ``Classifier(model="fast").fit()`` trains a zoo model on MNIST with the command line's
     engine (or on given images and labels); ``digits.load(path)`` gives a fitted one. Images
     are file paths, bytes, binary files, PIL images or NumPy arrays: a 2-D array is one
-    picture, an (N, 28, 28) array a batch of MNIST-style digits (white on black), used as is.
+    picture, an (N, 28, 28) or (N, 1, 28, 28) array a batch of MNIST-style digits (white on black), used as is.
     """
 
     def __init__(self, model: str = "fast", *, dataset: str = "mnist", epochs: int | None = None,
@@ -269,8 +271,8 @@ def prepare_all(images: Images) -> np.ndarray:
     """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
     if hasattr(images, "__array__") and not isinstance(images, Image.Image):
         images = np.asarray(images)  # e.g. a torch tensor of dataset digits
-    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[1:] == (FIELD, FIELD):
-        return _as_uint8(images)
+    if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
+        return _as_uint8(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
     if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)) or hasattr(images, "read"):
         images = [images]  # one picture, not a collection of them
     prepared = [prepare(image) for image in images]

@@ -286,12 +286,10 @@ def pixels_array(pixels: Any) -> np.ndarray:
     problem = grid_problem(pixels)
     if problem:
         raise HTTPException(422, f'"pixels" must be 28 rows of 28 numbers, got {problem}')
-    try:
-        grid = np.asarray(pixels, dtype=np.float32)
-    except (ValueError, TypeError):
-        grid = None
-    if grid is None or grid.shape != (SIDE, SIDE):  # e.g. strings, or lists one level deeper
+    # JSON numbers only: NumPy would also take "200" and true, and a list one level deeper fails
+    if any(type(value) not in (int, float) for row in pixels for value in row):
         raise HTTPException(422, '"pixels" must hold numbers only')
+    grid = np.asarray(pixels, dtype=np.float32)
     if not (np.isfinite(grid).all() and grid.min() >= 0 and grid.max() <= 255):
         raise HTTPException(422, '"pixels" must be numbers from 0 to 255 (white digit on black, as in MNIST)')
     return np.round(grid).astype(np.uint8)
@@ -501,15 +499,17 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     if not 0 < port < 65536:
         raise DigitsError(f"--port {port}: choose a port from 1 to 65535")
     classifier = load(model, backend)  # a bad model fails here, before anything listens
+    ipv6 = ":" in host  # as uvicorn tells them apart
+    address = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
     try:  # uvicorn would log the same failure and exit; say it in one line instead
-        with socket.create_server((host, port)):
+        with socket.create_server((host, port), family=socket.AF_INET6 if ipv6 else socket.AF_INET):
             pass
     except OSError as e:
-        raise DigitsError(f"cannot listen on {host}:{port} ({e.strerror or e}) — is another server"
+        raise DigitsError(f"cannot listen on {address} ({e.strerror or e}) — is another server"
                           " running there? choose another --port or --host") from None
     info = classifier.info
-    print(f"Serving {info['name']} ({info['backend']}, {info['source']}) on http://{host}:{port}/"
-          f" — the API is described at http://{host}:{port}/docs", flush=True)
+    print(f"Serving {info['name']} ({info['backend']}, {info['source']}) on http://{address}/"
+          f" — the API is described at http://{address}/docs", flush=True)
     options = dict(host=host, port=port, log_level="warning", access_log=False)
     if workers == 1:
         uvicorn.run(create_app(classifier, max_batch), **options)
