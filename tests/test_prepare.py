@@ -121,6 +121,40 @@ def test_to_grayscale_composites_transparency_onto_paper():
     assert gray[0, 0] != pytest.approx(gray[25, 25], abs=0.5)  # strokes stay visible
 
 
+def test_a_transparent_paper_keeps_its_anti_aliased_edges_as_paper(tmp_path):
+    # An enlarged digit's soft edges outnumber its ink; with its white made transparent (a GIF's
+    # or PNG's transparent colour) it is still dark ink on paper, not a hollow outline.
+    for i, digit in enumerate(mnist_test_images(20)):
+        picture = Image.fromarray(255 - digit).resize((200, 200), Image.BILINEAR)
+        keyed = save(picture, tmp_path / f"{i}.png", transparency=255)
+        assert np.array_equal(prepare(keyed), prepare(picture))
+
+
+def test_a_float_picture_that_overshoots_one_is_on_a_0_to_1_scale(tmp_path):
+    picture = np.asarray(draw([SEVEN]).resize((300, 300), Image.BICUBIC), np.float32) / 255
+    overshooting = np.asarray(Image.fromarray(picture, "F").resize((280, 280), Image.BICUBIC))
+    assert overshooting.max() > 1
+    expected = prepare(np.clip(overshooting, 0, 1))
+    assert np.array_equal(prepare(overshooting), expected)
+    as_tiff = [prepare(save(Image.fromarray(a, "F"), tmp_path / f"{i}.tiff"))
+               for i, a in enumerate((overshooting, np.clip(overshooting, 0, 1)))]
+    assert np.array_equal(*as_tiff)  # a float TIFF keeps more than 8 bits, so not quite `expected`
+
+
+def test_a_one_pixel_stroke_where_shrinking_drops_a_row(tmp_path):
+    # A dash 21 px long and 1 px thick fills a 21-px square's middle row, which Pillow's BOX
+    # filter, shrinking 21 to 20, drops: the digit came out blank and reading failed.
+    dash = Image.new("L", (31, 5), 255)
+    ImageDraw.Draw(dash).line([(5, 2), (25, 2)], fill=60)
+    assert prepare(dash).max() == 255
+
+
+def test_a_picture_in_colours_pillow_cannot_convert_is_one_line(tmp_path):
+    path = save(draw([SEVEN]).convert("RGB").convert("LAB"), tmp_path / "lab.tiff")
+    with pytest.raises(DigitsError, match=f"^{path}: cannot read its LAB colours .* save it as RGB or greyscale$"):
+        prepare(path)
+
+
 def test_uneven_light_and_noise():
     picture = np.asarray(draw([ZERO]), np.float32) / 255
     y, x = np.mgrid[0:200, 0:200] / 200

@@ -24,6 +24,9 @@ Source = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 MAX_PIXELS = 40_000_000
 WORK_SIZE = 1024  # larger pictures are reduced first: the digit ends up 20 px tall anyway
 FIELD, BOX, CENTRE = 28, 20, 14
+# Pixel values up to this are taken to be on a 0–1 scale: resampling a 0–1 picture overshoots
+# 1 a little, while on a 0–255 scale a picture this dark throughout would be blank.
+UNIT_TOP = 1.5
 MIN_CONTRAST = 0.12  # ink must differ from the paper by this much (0–1 scale) to count
 SPECK = 0.05  # components with less ink than this fraction of the largest one's are noise…
 MIN_AREA = 1e-4  # …and so are those with less than this fraction of the picture's area
@@ -54,17 +57,17 @@ def _check_size(width: int, height: int, name: str) -> None:
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
-    a = np.asarray(array)
+    a = given = np.asarray(array)
     if a.ndim > 2 and a.shape[-1] not in (3, 4):
         a = np.squeeze(a)  # e.g. a (1, 28, 28) tensor
     if a.size == 0 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise DigitsError(f"{name}: expected an H×W grey or H×W×3/4 colour array, got shape {a.shape}")
+        raise DigitsError(f"{name}: expected an H×W grey or H×W×3/4 colour array, got shape {given.shape}")
     _check_size(a.shape[1], a.shape[0], name)
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise DigitsError(f"{name}: the array holds NaN or infinite values — clean it first")
     top = a.max()
-    a = a * 255 if top <= 1 else a * (255 / top) if top > 255 else a  # 0–1, 0–255 or 16-bit
+    a = a * 255 if top <= UNIT_TOP else a * (255 / top) if top > 255 else a  # 0–1, 0–255 or 16-bit
     mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.shape[-1] if a.ndim == 3 else 2]
     return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), mode)
 
@@ -114,12 +117,12 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     A canvas export is often strokes on a transparent background, the strokes black or white.
     When the visible pixels are one colour the alpha channel is the drawing, returned as dark
     ink on white. Otherwise transparent pixels take the paper's colour: the majority colour of
-    the visible pixels when they cover most of the picture, else the colour opposite to them.
+    the visible pixels when they cover most of the picture, else the colour opposite to theirs.
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         a = np.asarray(image, dtype=np.float32)
         top = a.max()
-        return a / (1.0 if top <= 1 else 255.0 if top <= 255 else 65535.0)
+        return np.clip(a / (1.0 if top <= UNIT_TOP else 255.0 if top <= 255 else 65535.0), 0, 1)
     if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
@@ -129,9 +132,22 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     visible = alpha > 0.5
     if not visible.any() or grey[visible].std() < 0.1:
         return 1 - alpha
-    colour = float(np.median(grey[visible]))
-    paper = colour if visible.mean() > 0.5 else float(colour < 0.5)
+    if visible.mean() > 0.5:  # transparent holes in a picture take its majority colour
+        paper = float(np.median(grey[visible]))
+    else:  # strokes on a transparent background: paper is the opposite of the ink's colour
+        paper = float(_ink_grey(grey, visible) < 0.5)
     return alpha * grey + (1 - alpha) * paper
+
+
+def _ink_grey(grey: np.ndarray, visible: np.ndarray) -> float:
+    """The grey of strokes drawn on a transparent background. Strokes whose paper was made
+    transparent keep anti-aliased edges blended towards that paper: then the ink is the side
+    away from their outline (most of the pixels may be edge, as in an enlarged MNIST digit)."""
+    outline = visible & ndimage.binary_dilation(~visible)
+    inside = visible & ~outline
+    if inside.any() and abs(np.median(grey[outline]) - np.median(grey[inside])) > MIN_CONTRAST:
+        return 0.0 if np.median(grey[outline]) > np.median(grey[inside]) else 1.0
+    return float(np.median(grey[visible]))
 
 
 def _border(a: np.ndarray) -> np.ndarray:
@@ -208,7 +224,11 @@ def _gray(source: Source) -> np.ndarray:
         if image.mode in ("1", "P"):  # Pillow resizes these by dropping pixels, thin lines too
             image = image.convert("RGBA" if "transparency" in image.info else "L")
         image.thumbnail((WORK_SIZE, WORK_SIZE), Image.BOX)
-    return to_grayscale(image)
+    try:
+        return to_grayscale(image)
+    except ValueError as e:  # a mode Pillow opens but cannot convert, such as CIE Lab
+        raise DigitsError(f"{_name(source)}: cannot read its {image.mode} colours ({e}) — "
+                          "save it as RGB or greyscale") from None
 
 
 def _mnist_style(gray: np.ndarray) -> np.ndarray | None:
@@ -252,6 +272,18 @@ def _restroke(crop: np.ndarray) -> np.ndarray:
     return thinner if thinner.max() > 0.5 else crop
 
 
+def _area_average(square: np.ndarray, size: int) -> np.ndarray:
+    """A square shrunk to size×size, each pixel the mean of the area it covers. (Pillow's BOX
+    filter samples pixel centres: one lying on the boundary between two output pixels counts for
+    neither, so shrinking 21 to 20 drops the middle row, and a one-pixel stroke there vanishes.)"""
+    n = len(square)
+    edges = np.arange(size + 1) * (n / size)
+    pixels = np.arange(n)
+    overlap = np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels)
+    weights = (np.clip(overlap, 0, None) * (size / n)).astype(np.float32)
+    return weights @ square @ weights.T
+
+
 def _fit(piece: np.ndarray) -> np.ndarray:
     """Scale the ink into the 20×20 box and put its centre of mass at (14, 14), as MNIST did."""
     rows, cols = np.nonzero(piece)
@@ -262,8 +294,10 @@ def _fit(piece: np.ndarray) -> np.ndarray:
     side = max(h, w)
     square = np.zeros((side, side), np.float32)  # pad to a square so the aspect ratio is exact
     square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = crop
-    resample = Image.BOX if side >= BOX else Image.BILINEAR  # area averaging = anti-aliasing
-    small = np.clip(np.asarray(Image.fromarray(square, "F").resize((BOX, BOX), resample)), 0, None)
+    if side >= BOX:  # area averaging = anti-aliasing
+        small = _area_average(square, BOX)
+    else:
+        small = np.clip(np.asarray(Image.fromarray(square, "F").resize((BOX, BOX), Image.BILINEAR)), 0, None)
     small /= small.max()  # MNIST digits all reach full white, even faint or thin ones
     rows, cols = np.nonzero(small >= 0.5 / 255)
     small = small[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
