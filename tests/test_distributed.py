@@ -96,6 +96,47 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tmp_path):
     assert history[-1]["val_accuracy"] >= 0.90
 
 
+def test_a_refused_distributed_run_says_why_without_advice_to_resume(tmp_path):
+    done = subprocess.run(digits_cmd("train", *TRAIN, "--subset", "99999", "--nproc", "2", "--out", str(tmp_path / "x")),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()  # each rank's, the same
+    assert set(lines) == {"digits: error: --subset 99999: give a positive number of training images, at most 60000"}
+
+
+def test_a_one_cycle_run_resumes_with_as_many_processes_as_it_began(tmp_path):
+    out, options = tmp_path / "run", [*TRAIN, "--subset", "20480", "--epochs", "3", "--out", str(tmp_path / "run")]
+    run = subprocess.Popen(digits_cmd("train", *options), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "history.json").exists():  # killed once its first epoch is saved
+        assert run.poll() is None and time.monotonic() < deadline, "run ended before its first epoch"
+        time.sleep(0.05)
+    run.kill()
+    run.wait()
+    before = (out / "model.pt").read_bytes()
+    assert not load_checkpoint(out / "model.pt")["finished"]
+    # On three processes a step takes 255 images, not 256: 81 steps an epoch instead of 80.
+    resumed = subprocess.run(digits_cmd("train", *options, "--nproc", "3", "--resume"), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert (f"digits: error: --nproc 3: {out / 'model.pt'} follows a one-cycle schedule planned for 1 process, "
+            "which cannot change; resume with --nproc 1") in resumed.stderr.splitlines()
+    assert (out / "model.pt").read_bytes() == before
+
+
+def test_stopping_a_distributed_run_is_one_line(tmp_path):
+    run = subprocess.Popen(digits_cmd("train", *TRAIN, "--epochs", "1000", "--nproc", "2", "--out", str(tmp_path / "x")),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in run.stdout:
+            if line.startswith("Epoch 1/1000"):  # both ranks are training
+                break
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 130 and run.stderr.read().strip() == "digits: interrupted"
+    finally:
+        run.kill()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CUDA choices where there is no GPU")
 def test_the_cuda_path_is_chosen_right_without_a_gpu(monkeypatch):
     """Device, precision and autocast choices for GPUs, checked on the CPU (torch's own

@@ -100,11 +100,19 @@ def test_resume_keeps_a_one_cycle_schedule_s_length(small, tmp_path):
 def test_resume_refuses_to_change_the_recipe_silently(small, tmp_path):
     out = tmp_path / "seed"
     train(TrainConfig(epochs=1, out=out, report=False), data=small, verbose=False)
-    with pytest.raises(DigitsError, match="continues .* with its own --lr, --subset; drop the flag"):
-        train(TrainConfig(epochs=2, lr=0.5, subset=100, resume=True, out=out, report=False), data=small,
-              verbose=False)
+    with pytest.raises(DigitsError, match="continues .* with its own --lr, --subset, --seed, --dataset; drop the"):
+        train(TrainConfig(epochs=2, lr=0.5, subset=100, seed=7, dataset="fashion-mnist", resume=True, out=out,
+                          report=False), data=small, verbose=False)
     resumed = train(TrainConfig(epochs=2, lr=1e-3, resume=True, out=out, report=False), data=small, verbose=False)
     assert len(resumed.history) == 2  # the run's own values may be repeated
+
+
+def test_resume_takes_stopping_rules_given_again(small, tmp_path):
+    out = tmp_path / "seed"
+    train(TrainConfig(epochs=1, out=out, report=False), data=small, verbose=False)
+    resumed = train(TrainConfig(epochs=3, target_accuracy=0.01, resume=True, out=out, report=False), data=small,
+                    verbose=False)
+    assert len(resumed.history) == 2 and load_checkpoint(out / "model.pt")["stopped"] == "target accuracy 0.01 reached"
 
 
 def test_resume_reads_the_model_from_the_run(small, tmp_path):

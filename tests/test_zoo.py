@@ -137,7 +137,7 @@ def test_an_ensemble_averages_its_members_probabilities(small, tmp_path):
 
 def test_a_resumed_ensemble_goes_on_with_its_own_model_and_folder(small, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/ is relative to the working folder
-    config = TrainConfig(model="fast", epochs=1, holdout=500, report=False)
+    config = TrainConfig(model="fast", epochs=1, holdout=500, seed=5, report=False)
     folder, first = train_ensemble(config, 2, small, verbose=False)
     assert folder.parent == Path("runs") and folder.name.startswith("fast-ensemble2-")
     kept = (folder / "member-1" / "model.pt").read_bytes()
@@ -145,14 +145,29 @@ def test_a_resumed_ensemble_goes_on_with_its_own_model_and_folder(small, tmp_pat
         (folder / name).unlink()
 
     # Only --resume: the newest ensemble of two fast members goes on as it began, with member 2
-    # trained afresh as it was the first time (seed 1, held-out digits) and the ensemble validated
+    # trained afresh as it was the first time (seed 6, held-out digits) and the ensemble validated
     # on the held-out digits, not the test set.
     again, runs = train_ensemble(TrainConfig(resume=True, report=False), 2, small, verbose=False)
     assert again == folder and (folder / "member-1" / "model.pt").read_bytes() == kept
     assert [run.model.name for run in runs] == ["fast", "fast"]
     assert [h["train_loss"] for h in runs[1].history] == [h["train_loss"] for h in first[1].history]
+    assert load_checkpoint(folder / "member-2" / "model.pt")["config"]["seed"] == 6
     manifest = json.loads((folder / "ensemble.json").read_text())
     assert manifest["model"] == "fast" and manifest["holdout"] == 500
+
+
+def test_an_ensemble_is_not_trained_over_another_model(small, tmp_path):
+    run = train(TrainConfig(model="fast", epochs=1, out=tmp_path / "run", report=False), small, verbose=False)
+    before = run.checkpoint.read_bytes()
+    for resume in (False, True):
+        with pytest.raises(DigitsError, match="run: already holds a run, not an ensemble; give --out a new folder"):
+            train_ensemble(TrainConfig(model="fast", epochs=1, resume=resume, out=run.folder, report=False), 2,
+                           small, verbose=False)
+    assert run.checkpoint.read_bytes() == before and not (run.folder / "member-1").exists()
+    folder, _ = train_ensemble(TrainConfig(model="fast", epochs=1, out=tmp_path / "ensemble", report=False), 2,
+                               small, verbose=False)
+    with pytest.raises(DigitsError, match="already holds an ensemble; give --out a new folder, or --resume"):
+        train_ensemble(TrainConfig(model="fast", epochs=1, out=folder, report=False), 2, small, verbose=False)
 
 
 def test_trained_models_of_different_kinds_combine_into_an_ensemble(small, tmp_path, capsys):

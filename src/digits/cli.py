@@ -294,13 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train a model from the zoo")
     p.add_argument("--model", help="zoo model (see `digits models`; default: seed, or with --resume the run's own)")
-    data_options(p)
+    data_options(p, dataset_default=None)  # mnist, or with --resume the run's own
     p.add_argument("--epochs", type=int, help="default: the model's recipe")
     p.add_argument("--batch-size", type=int, help="default: the model's recipe")
     p.add_argument("--lr", type=float, help="learning rate; default: the model's recipe")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="scale pixels to mean 0, std 1 (default: the recipe's; seed feeds raw 0–255)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="random seed (default: 0, or with --resume the run's own)")
     p.add_argument("--subset", type=int, help="train on the first N training images only")
     p.add_argument("--out", help="run folder (default runs/<model>-<timestamp>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -180,6 +180,7 @@ def failures_reported() -> Iterator[None]:
 def launch(nproc: int, train_args: list[str], device: torch.device) -> None:
     """Run `digits train ARGS` on nproc local processes on ``device``, as torchrun would."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -188,8 +189,11 @@ def launch(nproc: int, train_args: list[str], device: torch.device) -> None:
     check_gpus(nproc, device)
     if nproc > 1:  # as torchrun does: N processes of N threads each would fight over the cores
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # The agent's own log lines would bury the one line that says what happened.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # The agent's own log lines would bury the one line that says what happened. (Its modules'
+    # loggers have levels of their own, so the parent's is not enough.)
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         # The agent keeps its per-run files (error reports of failed ranks) in a folder of its
         # own, which it would leave behind in the temporary directory after every run.
@@ -198,9 +202,13 @@ def launch(nproc: int, train_args: list[str], device: torch.device) -> None:
                                   rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
                                   monitor_interval=0.5, logs_specs=DefaultLogsSpecs(log_dir=agent_files))
             elastic_launch(config, sys.executable)("-m", "digits", "train", *train_args)
+    except SignalException:  # Ctrl-C or kill: the agent stopped the ranks, which keep their checkpoint
+        raise KeyboardInterrupt from None
     except ChildFailedError as e:
         # Ranks the agent stopped itself (SIGTERM) only followed the one that failed.
         failures = {r: f for r, f in e.failures.items() if f.exitcode != -signal.SIGTERM} or e.failures
+        if all(f.exitcode == 2 for f in failures.values()):  # refused: each rank said why, in one line
+            raise SystemExit(2) from None
         what = ", ".join(f"rank {rank} " + (f"was killed by signal {-f.exitcode}" if f.exitcode < 0
                                             else f"exited with status {f.exitcode}")
                          for rank, f in sorted(failures.items()))

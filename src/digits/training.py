@@ -43,13 +43,14 @@ STEP_LABEL = "digits: training step"
 class TrainConfig:
     """What a run is asked to do; None means "the model's recipe decides"."""
 
-    model: str | None = None  # None: "seed", or the model of the run that --resume continues
-    dataset: str = "mnist"
+    # None for these three: "seed", "mnist" and 0, or with --resume the run's own
+    model: str | None = None
+    dataset: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     normalize: bool | None = None
-    seed: int = 0
+    seed: int | None = None
     out: str | Path | None = None
     data_dir: str | Path | None = None
     device: str = "auto"
@@ -170,8 +171,10 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         # A resumed run keeps its own schedule and seed; only the length may change, and not
         # that of a one-cycle schedule, whose learning rate was planned over the whole run.
         recipe = Recipe.from_dict(resumed["recipe"])
+        saved = resumed["config"]
         kept = {"batch_size": recipe.batch_size, "lr": recipe.lr, "normalize": recipe.normalize,
-                "subset": resumed["config"].get("subset"), "holdout": resumed["config"].get("holdout")}
+                "subset": saved.get("subset"), "holdout": saved.get("holdout"), "seed": saved["seed"],
+                "dataset": saved["dataset"]}
         changed = ["--" + name.replace("_", "-") for name, value in kept.items()
                    if getattr(config, name) not in (None, value)]
         if changed:
@@ -183,12 +186,16 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
             raise DigitsError(f"--epochs {recipe.epochs}: {checkpoint} follows a one-cycle schedule "
                               f"planned for {planned} epochs, which cannot change; resume without "
                               "--epochs, or train a new run")
-        config = TrainConfig(**{**resumed["config"], "epochs": recipe.epochs, "resume": True,
-                                "out": folder, "device": config.device, "threads": config.threads,
-                                "report": config.report, "tensorboard": config.tensorboard,
-                                "data_dir": config.data_dir or resumed["config"]["data_dir"]})
+        # Where and how it runs may change; stopping rules not given again are the run's own.
+        config = TrainConfig(**{**saved, "epochs": recipe.epochs, "resume": True, "out": folder,
+                                "device": config.device, "threads": config.threads, "report": config.report,
+                                "tensorboard": config.tensorboard, "precision": config.precision,
+                                "compile": config.compile, "data_dir": config.data_dir or saved["data_dir"],
+                                **{rule: getattr(config, rule) for rule in ("target_accuracy", "time_limit")
+                                   if getattr(config, rule) is not None}})
     else:
-        config = replace(config, model=config.model or "seed")
+        config = replace(config, model=config.model or "seed", dataset=config.dataset or "mnist",
+                         seed=config.seed or 0)
         recipe = get_entry(config.model).recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
                                                                lr=config.lr, normalize=config.normalize)
     folder = folder or default_run_dir(config.model)
@@ -210,7 +217,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     data = data or load_dataset(config.dataset, config.data_dir)
     train_split, validation = split_for_training(data, config.subset, config.holdout)
     images, labels = to_device(train_split.images, device), to_device(train_split.labels, device)
-    batch_size = world.local_batch(recipe.batch_size)
+    batch_size = world.local_batch(recipe.batch_size)  # each rank's part of a step's images…
+    global_batch = batch_size * world.size  # …which is the recipe's batch unless the ranks do not divide it
     steps_per_epoch = math.ceil(len(world.shard(labels, recipe.batch_size)) / batch_size)
 
     torch.manual_seed(config.seed)
@@ -223,20 +231,26 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     if resumed:
         load_weights(model, resumed, checkpoint)
         optimizer.load_state_dict(resumed["optimizer"])
-        if scheduler:
-            scheduler.load_state_dict(resumed["scheduler"])
         history = list(resumed["history"])
         if len(history) >= recipe.epochs or resumed.get("stopped"):
             console.print(f"{folder}: already finished ({len(history)}/{recipe.epochs} epochs"
                           f"{', ' + resumed['stopped'] if resumed.get('stopped') else ''})")
             return Run(folder, model.eval(), history)
+        if scheduler:
+            planned = scheduler.total_steps
+            scheduler.load_state_dict(resumed["scheduler"])
+            if scheduler.total_steps != planned:  # more or fewer images a step: another --nproc
+                processes = history[-1].get("processes", 1)
+                raise DigitsError(f"--nproc {world.size}: {checkpoint} follows a one-cycle schedule planned "
+                                  f"for {processes} process{'es' * (processes != 1)}, which cannot change; "
+                                  f"resume with --nproc {processes}")
         console.print(f"Resuming {folder} after epoch {len(history)}/{recipe.epochs}")
     else:
         console.print(f"Training {config.model} ({count_parameters(model):,} parameters) on "
                       f"{data.name}: {len(labels):,} images"
                       f"{f' ({len(validation):,} held out to validate)' if config.holdout else ''}, "
                       f"{recipe.epochs} epoch{'s' * (recipe.epochs > 1)}, batch "
-                      f"{recipe.batch_size}, lr {recipe.lr:g}, {device.type} {precision}"
+                      f"{global_batch}, lr {recipe.lr:g}, {device.type} {precision}"
                       f"{f', {world.size} processes' if world.size > 1 else ''} → {folder}")
     if world.is_main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -284,12 +298,14 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         seen, loss_sum, correct = world.sum(torch.stack([torch.tensor(float(seen), device=device),
                                                           loss_sum, correct.float()])).tolist()
         val = evaluate(model, validation)
-        if config.target_accuracy and val.accuracy >= config.target_accuracy:
+        # Rank 0's figure decides, for every rank: batch norm's running statistics differ a little
+        # between ranks, and so would their accuracies and decisions.
+        if config.target_accuracy and world.any(world.is_main and val.accuracy >= config.target_accuracy):
             stopped = f"target accuracy {config.target_accuracy:g} reached"
         history.append({"epoch": epoch + 1, "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
                         "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "val_loss": val.loss, "val_accuracy": val.accuracy,
-                        "batch_size": recipe.batch_size, "lr": optimizer.param_groups[0]["lr"],
+                        "batch_size": global_batch, "lr": optimizer.param_groups[0]["lr"],
                         "processes": world.size})
         if world.is_main:  # one writer: the other ranks hold the same weights
             save_checkpoint(checkpoint, {
@@ -333,8 +349,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
 
 
 # A resumed ensemble's settings that, when not given again, are as its members began.
-MEMBER_SETTINGS = ("model", "epochs", "batch_size", "lr", "normalize", "subset", "holdout", "target_accuracy",
-                   "time_limit")
+MEMBER_SETTINGS = ("model", "dataset", "epochs", "batch_size", "lr", "normalize", "subset", "holdout",
+                   "target_accuracy", "time_limit")
 
 
 def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = None,
@@ -354,16 +370,22 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     folder = Path(config.out) if config.out else latest_ensemble_dir(name) if config.resume else default_run_dir(name)
     if folder is None:
         raise DigitsError(f"--resume: no ensemble {name}-… to resume under {RUNS_DIR}/; give --out DIR")
+    if (folder / RUN_CHECKPOINT).exists():
+        raise DigitsError(f"{folder}: already holds a run, not an ensemble; give --out a new folder")
+    if (folder / ENSEMBLE_MANIFEST).exists() and not config.resume:
+        raise DigitsError(f"{folder}: already holds an ensemble; give --out a new folder, or --resume to continue it")
     outs = [folder / f"member-{k + 1}" for k in range(members)]
     started = [out / RUN_CHECKPOINT for out in outs if config.resume and (out / RUN_CHECKPOINT).is_file()]
     if started:  # as a resumed run does, go on as the members began, also those yet to start
         begun = load_checkpoint(started[0])["config"]
-        config = replace(config, dataset=begun["dataset"], data_dir=config.data_dir or begun["data_dir"],
+        first = begun["seed"] - outs.index(started[0].parent)  # member k's seed is the first's + k
+        config = replace(config, data_dir=config.data_dir or begun["data_dir"],
+                         seed=first if config.seed is None else config.seed,
                          **{key: begun.get(key) for key in MEMBER_SETTINGS if getattr(config, key) is None})
-    model = config.model or "seed"
-    configs = [replace(config, model=model, seed=config.seed + k, out=out, resume=out / RUN_CHECKPOINT in started)
+    model, seed = config.model or "seed", config.seed or 0
+    configs = [replace(config, model=model, seed=seed + k, out=out, resume=out / RUN_CHECKPOINT in started)
                for k, out in enumerate(outs)]
-    data = data or load_dataset(config.dataset, config.data_dir)
+    data = data or load_dataset(config.dataset or "mnist", config.data_dir)
     if processes == 1:
         runs = [train(member, data, verbose) for member in configs]
     else:
