@@ -170,6 +170,17 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, damaged):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, reason", [
+    (["--models", "fast", "nosuch"], "unknown model 'nosuch'"),
+    (["--profile", "--models", "fast", "nosuch"], "unknown model 'nosuch'"),
+    (["--models", "fast", "--out", "{tmp}"], "--out {tmp}: a folder; give a file name, such as {tmp}/benchmark.json"),
+])
+def test_benchmark_checks_its_models_and_out_before_training_any(args, reason, tmp_path):
+    result = digits("benchmark", "--no-keras", "--subset", "2560", *(a.format(tmp=tmp_path) for a in args))
+    assert result.returncode == 2 and result.stdout == ""  # nothing trained
+    assert result.stderr == f"digits: error: {reason.format(tmp=tmp_path)}\n"
+
+
 def test_a_table_wider_than_120_columns_is_drawn_whole(capsys):
     # Two text columns, one wrapping: the case in which rich drew the table a cell wider than it
     # measured it, and cropping cut off the right border.

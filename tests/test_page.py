@@ -72,10 +72,15 @@ def browser():
 def page(request, browser, url):
     context = browser.new_context(**VIEWPORTS[request.param])
     page = context.new_page()
+    errors = []  # a missing favicon, say, or a script error; not the refusals the tests ask for
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
+            and not message.location.get("url", "").endswith("/predict") else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(url)
     sync_api.expect(page.locator("#model")).to_contain_text("seed")
     yield page
     context.close()
+    assert not errors, errors
 
 
 def draw(page, strokes: list[list[tuple[float, float]]], release: bool = True) -> None:
@@ -134,3 +139,23 @@ def test_a_blank_photo_says_so(page):
     Image.new("L", (200, 200), 255).save(buffer, "PNG")
     page.set_input_files("#photo", files=[{"name": "blank.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
     sync_api.expect(page.locator("#status")).to_contain_text("no ink")
+
+
+def test_escape_clears_what_was_just_drawn(page):
+    draw(page, STROKES[7])
+    shows(page, "7")
+    page.keyboard.press("Escape")  # no Tab first: drawing put the focus on the pad
+    sync_api.expect(page.locator("#digit")).to_have_text("?")
+    sync_api.expect(page.locator("#confidence")).to_have_text("Waiting for a drawing")
+
+
+def test_an_error_reply_that_is_not_ours_is_shown_as_such(page):
+    draw(page, STROKES[7])
+    shows(page, "7")
+    # A proxy's error page in front of the server: an answer, not silence, and no old answer beside it.
+    page.route("**/predict", lambda route: route.fulfill(status=502, body="<h1>Bad Gateway</h1>",
+                                                         content_type="text/html"))
+    draw(page, STROKES[1])
+    sync_api.expect(page.locator("#status")).to_have_text("The server answered 502.")
+    sync_api.expect(page.locator("#digit")).to_have_text("?")
+    sync_api.expect(page.locator("#bars li.top")).to_have_count(0)

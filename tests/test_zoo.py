@@ -276,7 +276,7 @@ def test_training_flops_count_forward_and_backward():
 def test_profile_says_where_a_training_step_goes(small, name, images, has, lacks):
     result = profile_steps(small, name, images=images, threads=1)
     batch = get_entry(name).recipe.batch_size
-    assert result["batch_size"] == batch and result["steps"] == -(-images // batch) - PROFILE_WARMUP
+    assert result["batch_size"] == batch and result["steps"] == images // batch - PROFILE_WARMUP  # whole steps
     parts = {p["part"]: p for p in result["parts"]}
     assert {"convolutions, forward", "convolutions, backward", "dense layers", "loss", "optimizer",
             "outside operators"} | has <= set(parts) and not lacks & set(parts)

@@ -32,7 +32,7 @@ from .data import Dataset, Split
 from .engine import autocast, cpu_threads, predict_logits, resolve_device, resolve_precision
 from .errors import DigitsError
 from .files import atomic_write
-from .models import count_parameters, create_model
+from .models import count_parameters, create_model, get_entry
 from .training import STEP_LABEL, Run, TrainConfig, train
 
 TARGETS = (0.99, 0.995)
@@ -188,6 +188,10 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
 
     ``subset`` trains on the first N training images only: a quicker measure of epoch time
     and images/s (accuracy is still measured on the whole test set)."""
+    for name in models:  # a misspelt name fails now, not after the models before it have trained
+        get_entry(name)
+    if out and Path(out).is_dir():
+        raise DigitsError(f"--out {out}: a folder; give a file name, such as {Path(out) / 'benchmark.json'}")
     target = resolve_device(device)
     data = Dataset(data.name, data.classes, data.train.first(subset), data.test)
     with cpu_threads(threads):  # training, classifying and the peak alike
@@ -235,20 +239,22 @@ def profile_steps(data: Dataset, name: str, images: int | None = None, precision
         raise DigitsError(f"--profile times operators on the CPU, where they run in order, not on "
                           f"{target.type}; add --device cpu")
     images = PROFILE_IMAGES if images is None else images
+    batch_size = get_entry(name).recipe.batch_size
+    whole_steps = images // batch_size * batch_size  # a short last step would be counted as a whole one
+    if images // batch_size <= PROFILE_WARMUP:
+        raise DigitsError(f"--subset {images}: too few images to profile {name} after its first "
+                          f"{PROFILE_WARMUP} steps; give --subset {PROFILE_IMAGES} or more")
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's start and stop lines (level 5) on stderr
-    small = Dataset(data.name, data.classes, data.train.first(images), data.test.take(slice(0, 16)))
+    small = Dataset(data.name, data.classes, data.train.first(whole_steps), data.test.take(slice(0, 16)))
     with cpu_threads(threads), warnings.catch_warnings():
         # Some torch versions warn, as the profiler starts, that a second cycle would drop the
         # first one's events; there is one cycle.
         warnings.filterwarnings("ignore", "Warning: Profiler clears events", UserWarning)
         with tempfile.TemporaryDirectory() as folder, torch.profiler.profile() as profiler:
-            run = train(TrainConfig(model=name, epochs=1, precision=precision, device="cpu", out=folder,
-                                    report=False), small, verbose=False)
+            train(TrainConfig(model=name, epochs=1, precision=precision, device="cpu", out=folder, report=False),
+                  small, verbose=False)
         steps = sorted((e for e in profiler.events() if e.name == STEP_LABEL), key=lambda e: e.time_range.start)
         steps = steps[PROFILE_WARMUP:]
-        if not steps:
-            raise DigitsError(f"--subset {images}: too few images to profile {name} after its first "
-                              f"{PROFILE_WARMUP} steps; give --subset {PROFILE_IMAGES} or more")
         precision = resolve_precision(precision, target)
         with torch.inference_mode():
             peak = peak_gflops(target, precision)
@@ -258,7 +264,6 @@ def profile_steps(data: Dataset, name: str, images: int | None = None, precision
         for operator in step.cpu_children:
             microseconds[step_part(operator.name)] += operator.cpu_time_total
         microseconds["outside operators"] += step.cpu_time_total - sum(o.cpu_time_total for o in step.cpu_children)
-    batch_size = run.history[-1]["batch_size"]
     step_ms = sum(microseconds.values()) / len(steps) / 1e3
     flops = flop_counts(name)
     parts = []

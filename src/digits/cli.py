@@ -91,10 +91,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from .benchmark import profile_steps
     from .data import load_dataset
     from .files import atomic_write
+    from .models import get_entry
 
     if args.epochs is not None:
         raise DigitsError(f"--epochs {args.epochs}: --profile always times one epoch; leave --epochs out")
     data = load_dataset(args.dataset, args.data_dir)
+    for name in args.models:  # a misspelt name fails before the others are profiled
+        get_entry(name)
     profiles = []
     for name in args.models:
         p = profile_steps(data, name, args.subset, args.precision, args.device, args.threads)

@@ -40,6 +40,9 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide reports and checkpoints from others
         os.replace(tmp, path)
+    except OSError as e:  # named after the file asked for, not the hidden temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -70,7 +70,8 @@ function line(from, to, width) {
 
 pad.addEventListener("pointerdown", (event) => {
   if (event.button !== 0) return;
-  event.preventDefault();
+  event.preventDefault();  // no scrolling or text selection while drawing — nor focus, so:
+  pad.focus();  // Escape clears what was just drawn
   pad.setPointerCapture(event.pointerId);
   stroke = at(event);
   dot(stroke, penWidth(event));
@@ -147,12 +148,16 @@ async function predict(body, type) {
   let answer, reply;
   try {
     answer = await fetch("/predict", { method: "POST", headers: { "Content-Type": type }, body });
-    reply = await answer.json();
   } catch {
     return showError("The server did not answer — is it still running?");
   }
+  try {
+    reply = await answer.json();
+  } catch {
+    reply = {};  // not ours: a proxy's error page, say
+  }
   if (asked !== generation) return;
-  if (!answer.ok) return showError(reply.detail || `The server answered ${answer.status}.`);
+  if (!answer.ok || !reply.probabilities) return showError(reply.detail || `The server answered ${answer.status}.`);
   show(reply);
 }
 
@@ -189,9 +194,9 @@ function show(reply) {
   seen.putImageData(image, 0, 0);
 }
 
-function showNothing() {
+function showNothing(why = "Waiting for a drawing") {
   digit.textContent = "?";
-  confidence.textContent = "Waiting for a drawing";
+  confidence.textContent = why;
   status.textContent = "";
   status.classList.remove("error");
   columns.forEach((column, d) => {
@@ -205,8 +210,7 @@ function showNothing() {
 }
 
 function showError(message) {
-  digit.textContent = "?";
-  confidence.textContent = "Could not read that";
+  showNothing("Could not read that");  // no earlier answer left beside the error
   status.textContent = message;
   status.classList.add("error");
 }
