@@ -115,6 +115,14 @@ def test_resume_takes_stopping_rules_given_again(small, tmp_path):
     assert len(resumed.history) == 2 and load_checkpoint(out / "model.pt")["stopped"] == "target accuracy 0.01 reached"
 
 
+def test_resuming_a_run_killed_after_its_last_checkpoint_writes_what_it_lacks(small, tmp_path):
+    train(TrainConfig(model="fast", epochs=1, out=tmp_path), data=small, verbose=False)
+    for name in ("curves.png", "report.html"):  # as if killed before writing them
+        (tmp_path / name).unlink()
+    train(TrainConfig(resume=True, out=tmp_path), data=small, verbose=False)
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "report.html").is_file()
+
+
 def test_resume_reads_the_model_from_the_run(small, tmp_path):
     out = tmp_path / "fast"
     first = train(TrainConfig(model="fast", epochs=1, out=out, report=False), data=small, verbose=False)

@@ -235,6 +235,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         if len(history) >= recipe.epochs or resumed.get("stopped"):
             console.print(f"{folder}: already finished ({len(history)}/{recipe.epochs} epochs"
                           f"{', ' + resumed['stopped'] if resumed.get('stopped') else ''})")
+            if world.is_main:
+                _write_curves_and_report(folder, history, config, data, console, only_missing=True)
             return Run(folder, model.eval(), history)
         if scheduler:
             planned = scheduler.total_steps
@@ -336,16 +338,25 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
 
     if not world.is_main:
         return Run(folder, model.eval(), history)
-    plot_curves(history, folder / "curves.png")
     console.print(f"{'Validation' if config.holdout else 'Test'} accuracy {history[-1]['val_accuracy']:.2%}"
                   f" — checkpoint {checkpoint}")
     if writer:
         writer.close()
-    if config.report and len(data.test):  # pictures given without validation data have nothing to report
-        from .report import write_report
-
-        console.print(f"Report {write_report(folder, data=data, device=config.device)}")
+    _write_curves_and_report(folder, history, config, data, console)
     return Run(folder, model.eval(), history)
+
+
+def _write_curves_and_report(folder: Path, history: list[dict[str, Any]], config: TrainConfig, data: Dataset,
+                             console, only_missing: bool = False) -> None:
+    """A finished run's last files: curves.png and, unless --no-report, report.html. With
+    ``only_missing``, those a run stopped before writing (a kill after its last checkpoint)."""
+    if not (only_missing and (folder / "curves.png").exists()):
+        plot_curves(history, folder / "curves.png")
+    if config.report and len(data.test):  # pictures given without validation data have nothing to report
+        from .report import REPORT_NAME, write_report
+
+        if not (only_missing and (folder / REPORT_NAME).exists()):
+            console.print(f"Report {write_report(folder, data=data, device=config.device)}")
 
 
 # A resumed ensemble's settings that, when not given again, are as its members began.
