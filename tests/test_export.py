@@ -166,6 +166,16 @@ def test_export_command_errors_are_one_line(learned, tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_an_onnx_classifier_pickles(exported, mnist):
+    import pickle
+
+    _, path, _ = exported
+    classifier = digits.load(path)
+    copy = pickle.loads(pickle.dumps(classifier))
+    digits_ = mnist.test.images[:20].numpy()
+    np.testing.assert_array_equal(copy.predict_proba(digits_), classifier.predict_proba(digits_))
+
+
 def test_only_a_checkpoint_has_a_pytorch_network_behind_it(exported):
     from torch import nn
 

@@ -101,6 +101,39 @@ def test_bad_images_raise_one_line(classifier, tmp_path):
         classifier.predict(np.full((100, 100), 255, np.uint8))
 
 
+def test_each_digit_of_a_float_batch_is_scaled_on_its_own(classifier, mnist):
+    batch = mnist.test.images[:50].numpy() / 255.0
+    alone = classifier.predict(batch)
+    batch[0, 14, 14] = 1.02  # one resampled picture overshooting 1 does not make the others 0–255
+    assert np.array_equal(classifier.predict(batch)[1:], alone[1:])
+    batch[1, 0, 0] = np.nan
+    with pytest.raises(DigitsError, match="^the images hold NaN or infinite values — clean them first$"):
+        classifier.predict(batch)
+
+
+@pytest.mark.parametrize("images, message", [
+    (None, "cannot read a NoneType as pictures"),
+    (5, "cannot read a int as pictures"),
+    ([None], "cannot read a NoneType as a picture — give a path, bytes"),
+])
+def test_what_is_not_a_picture_is_one_line(classifier, images, message):
+    with pytest.raises(DigitsError, match=message):
+        classifier.predict(images)
+
+
+def test_pictures_in_other_containers(classifier, mnist, tmp_path):
+    import torch
+
+    digit = mnist.test.images[0]
+    path = tmp_path / "seven.png"
+    ink_on_paper(digit.numpy(), seed=1).save(path)
+    expected = classifier.predict([path, path])
+    assert np.array_equal(classifier.predict(np.array([str(path), str(path)])), expected)  # paths in an array
+    assert np.array_equal(digits.prepare(digit), digits.prepare(digit.numpy()))  # a tensor is an array
+    assert np.array_equal(classifier.predict([digit.numpy(), torch.as_tensor(digit.numpy())]),
+                          classifier.predict([digit.numpy()] * 2))
+
+
 def test_an_unfitted_classifier_says_what_to_do():
     with pytest.raises(DigitsError, match=r"not trained yet — call fit\(\)"):
         Classifier(model="seed").predict(np.zeros((1, 28, 28), np.uint8))
@@ -125,6 +158,15 @@ def test_fit_on_given_pictures_with_the_training_engine(mnist, tmp_path):
         Classifier(model="seed").fit(images, labels[:5])
     with pytest.raises(DigitsError, match="labels must be digits 0–9"):
         Classifier(model="seed").fit(images[:2], [3, 10])
+    for bad in (labels[:2] + 0.5, ["a", "b"], labels[:2, None]):
+        with pytest.raises(DigitsError, match="labels must be whole numbers 0–9, one per image"):
+            Classifier(model="seed").fit(images[:2], bad)
+    with pytest.raises(DigitsError, match=r"validation_data is a pair: \(images, labels\)"):
+        Classifier(model="seed").fit(images, labels, validation_data=(pictures,))
+    with pytest.raises(DigitsError, match="y and validation_data go with X"):
+        Classifier(model="seed").fit(validation_data=(pictures, mnist.test.labels[:40]))
+    with pytest.raises(DigitsError, match="--epochs 1.5: give a whole number"):
+        Classifier(model="seed", epochs=1.5, out=tmp_path / "half").fit(images, labels)
 
 
 def test_fit_on_the_dataset(tmp_path, make_dataset):

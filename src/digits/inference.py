@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import DigitsError
 from .files import EXPLAINED, RUN_CHECKPOINT, RUNS_DIR, atomic_write, model_file, newest_runs_first
-from .prepare import FIELD, Source, prepare, segment_number
+from .prepare import FIELD, UNIT_TOP, Source, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -77,6 +77,7 @@ class OnnxBackend:
     precision = "fp32"
 
     def __init__(self, path: Path):
+        self.path = path
         try:
             import onnxruntime
         except ImportError:
@@ -102,6 +103,12 @@ class OnnxBackend:
         # A digit classifier exported by another tool is named after its file and reads 0–9.
         self.info = {"name": path.stem, "parameters": None, "accuracy": None, "trained": None, "dataset": None,
                      "classes": list("0123456789"), **(described if isinstance(described, dict) else {})}
+
+    def __getstate__(self) -> dict[str, Any]:  # a session cannot be pickled; the file it was read from can
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         out = [self.session.run(None, {self.input: batch[i:i + ONNX_BATCH, None].astype(np.float32)})[0]
@@ -208,6 +215,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
                              batch_size=self.batch_size, lr=self.lr, normalize=self.normalize,
                              seed=self.seed, subset=self.subset, device=self.device,
                              precision=self.precision, data_dir=self.data_dir, out=self.out)
+        if X is None and (y is not None or validation_data is not None):
+            raise DigitsError("y and validation_data go with X: give the images to fit on too, or none of "
+                              "them to train on the dataset")
         data = None if X is None else _dataset(X, y, validation_data, self.seed)
         run = train(config, data, verbose=self.verbose)
         return self._fitted(TorchBackend(run.checkpoint, self.device, self.precision), run.checkpoint)
@@ -273,8 +283,13 @@ def prepare_all(images: Images) -> np.ndarray:
         images = np.asarray(images)  # e.g. a torch tensor of dataset digits
     if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
         return _as_uint8(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
+    if isinstance(images, np.ndarray) and images.dtype.kind in "USO" and images.ndim == 1:
+        images = images.tolist()  # paths (or pictures) held in an array: each its own picture
     if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)) or hasattr(images, "read"):
         images = [images]  # one picture, not a collection of them
+    if not hasattr(images, "__iter__"):
+        raise DigitsError(f"cannot read a {type(images).__name__} as pictures — give a picture (a path, bytes, a "
+                          "binary file, a PIL image or an array), a list of them or an (N, 28, 28) batch")
     prepared = [prepare(image) for image in images]
     return np.stack(prepared) if prepared else np.empty((0, FIELD, FIELD), np.uint8)
 
@@ -284,13 +299,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _as_uint8(batch: np.ndarray) -> np.ndarray:
-    """MNIST-style digits as uint8 0–255, contiguous (a flipped view is copied); float digits in
-    0–1 are scaled up."""
+    """MNIST-style digits as uint8 0–255, contiguous (a flipped view is copied); a float digit in
+    0–1 is scaled up, each judged on its own as prepare judges one picture."""
     if batch.dtype == np.uint8:
         return np.ascontiguousarray(batch)
     batch = batch.astype(np.float32)
-    if batch.size and batch.max() <= 1:
-        batch = batch * 255
+    if not np.isfinite(batch).all():
+        raise DigitsError("the images hold NaN or infinite values — clean them first")
+    if batch.size:
+        tops = batch.reshape(len(batch), -1).max(1)
+        batch = batch * np.where(tops <= UNIT_TOP, np.float32(255), np.float32(1))[:, None, None]
     return np.clip(np.round(batch), 0, 255).astype(np.uint8)
 
 
@@ -307,7 +325,11 @@ def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Seque
 
     def split(images: Images, labels: Sequence[int] | None) -> Split:
         prepared = prepare_all(images)
-        labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+        labels = np.asarray(labels if labels is not None else [])
+        if labels.ndim != 1 or labels.dtype.kind not in "iuf" or not np.array_equal(labels, np.round(labels)):
+            raise DigitsError(f"labels must be whole numbers 0–9, one per image; got {labels.dtype} of shape "
+                              f"{labels.shape}")
+        labels = labels.astype(np.int64)
         if len(labels) != len(prepared):
             raise DigitsError(f"{len(prepared)} images but {len(labels)} labels — give one label per image")
         if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -315,10 +337,12 @@ def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Seque
         return Split(torch.from_numpy(prepared), torch.from_numpy(labels))
 
     train = split(X, y)
-    if validation is not None:
-        return Dataset("custom", tuple("0123456789"), train, split(*validation))
     if len(train) < 2:
         raise DigitsError("give at least two labelled images to fit on")
+    if validation is not None:
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise DigitsError("validation_data is a pair: (images, labels)")
+        return Dataset("custom", tuple("0123456789"), train, split(*validation))
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train)))
     held_out = max(1, len(train) // 10)
     return Dataset("custom", tuple("0123456789"), train.take(order[held_out:]), train.take(order[:held_out]))

@@ -41,7 +41,7 @@ EIGHT = np.ones((3, 3), bool)
 def _name(source: Source) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
-    if isinstance(source, np.ndarray):
+    if hasattr(source, "__array__") and not isinstance(source, Image.Image):
         return "array"
     if isinstance(source, Image.Image):
         return getattr(source, "filename", "") or "image"
@@ -80,8 +80,11 @@ def open_image(source: Source) -> Image.Image:
     the first frame is taken. Anything unreadable raises DigitsError naming the source.
     """
     name = _name(source)
-    if isinstance(source, np.ndarray):
-        return _from_array(source, name)
+    if hasattr(source, "__array__") and not isinstance(source, (str, bytes, Image.Image)):  # NumPy's, PyTorch's
+        return _from_array(np.asarray(source), name)
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, Image.Image)) and not hasattr(source, "read"):
+        raise DigitsError(f"cannot read a {type(source).__name__} as a picture — give a path, bytes, a binary "
+                          "file, a PIL image or an array")
     if (isinstance(source, (bytes, bytearray)) and not source) or (
             isinstance(source, (str, os.PathLike)) and os.path.isfile(source)
             and os.path.getsize(source) == 0):

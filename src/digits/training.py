@@ -205,6 +205,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     for flag, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size), ("--lr", recipe.lr)):
         if not value > 0:
             raise DigitsError(f"{flag} {value:g}: give a positive number")
+        if flag != "--lr" and value != int(value):
+            raise DigitsError(f"{flag} {value:g}: give a whole number")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:
