@@ -123,6 +123,15 @@ def test_resuming_a_run_killed_after_its_last_checkpoint_writes_what_it_lacks(sm
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "report.html").is_file()
 
 
+def test_resume_without_out_finds_the_newest_run_whatever_its_name(small, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train(TrainConfig(model="fast", epochs=1, report=False), data=small, verbose=False)  # runs/fast-…
+    train(TrainConfig(epochs=1, out="runs/mine", report=False), data=small, verbose=False)
+    again = train(TrainConfig(epochs=2, resume=True, report=False), data=small, verbose=False)
+    assert again.folder == Path("runs/mine") and len(again.history) == 2
+    assert train(TrainConfig(model="fast", resume=True, report=False), data=small, verbose=False).model.name == "fast"
+
+
 def test_resume_reads_the_model_from_the_run(small, tmp_path):
     out = tmp_path / "fast"
     first = train(TrainConfig(model="fast", epochs=1, out=out, report=False), data=small, verbose=False)

@@ -200,9 +200,10 @@ def candidate_dirs(name: str) -> list[tuple[str, Path]]:
     return places
 
 
-def missing_data_message(name: str) -> str:
+def missing_data_message(name: str, downloaded: bool = True) -> str:
     places = " or ".join(str(p) for _, p in candidate_dirs(name))
-    return (f"dataset {name!r} not found and could not be downloaded: put its four files "
+    state = "not found and could not be downloaded" if downloaded else "not here yet (training downloads it)"
+    return (f"dataset {name!r} {state}: put its four files "
             f"({', '.join(ALL_FILES)}) in {places}, set DIGITS_DATA_DIR to a folder holding {name}/, "
             "or pass --data-dir DIR")
 
@@ -223,7 +224,7 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
         raise DigitsError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}"
                           " or give its folder with --data-dir")
     if not download:
-        raise DigitsError(missing_data_message(name))
+        raise DigitsError(missing_data_message(name, downloaded=False))
     folder = cache_dir() / name
     fetch(info, folder)
     return folder

@@ -134,8 +134,15 @@ def default_run_dir(model: str) -> Path:
 
 
 def latest_run_dir(model: str | None = None) -> Path | None:
-    """The newest run folder holding a checkpoint (of one model, if named)."""
-    return next((p.parent for p in newest_runs_first(f"{model or '*'}-*/{RUN_CHECKPOINT}")), None)
+    """The newest run folder under RUNS_DIR holding a checkpoint (of one model, if named),
+    whatever it is called: `--out runs/try` names a run too."""
+    for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):
+        try:
+            if model is None or load_checkpoint(checkpoint)["model"] == model:
+                return checkpoint.parent
+        except DigitsError:  # not a checkpoint of ours: not a run to resume
+            continue
+    return None
 
 
 def latest_ensemble_dir(name: str) -> Path | None:
