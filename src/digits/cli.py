@@ -39,11 +39,11 @@ def distributed_train(args: argparse.Namespace) -> None:
     """`digits train --nproc N ...` is `torchrun --nproc_per_node=N -m digits train ...`."""
     from . import distributed
     from .engine import resolve_device
-    from .training import default_run_dir
+    from .training import DEFAULTS, default_run_dir
 
     argv = args.argv[args.argv.index("train") + 1:]  # workers see WORLD_SIZE and ignore --nproc
     if args.out is None and not args.resume:  # every rank must write to the same folder
-        argv += ["--out", str(default_run_dir(args.model or "seed"))]
+        argv += ["--out", str(default_run_dir(args.model or DEFAULTS["model"]))]
     distributed.launch(args.nproc, argv, resolve_device(args.device))
 
 

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import DigitsError
 from .files import EXPLAINED, RUN_CHECKPOINT, RUNS_DIR, atomic_write, model_file, newest_runs_first
-from .prepare import FIELD, UNIT_TOP, Source, prepare, segment_number
+from .prepare import FIELD, UNIT_TOP, Source, is_array, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -279,7 +279,7 @@ def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[
 
 def prepare_all(images: Images) -> np.ndarray:
     """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
-    if hasattr(images, "__array__") and not isinstance(images, Image.Image):
+    if is_array(images):
         images = np.asarray(images)  # e.g. a torch tensor of dataset digits
     if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
         return _as_uint8(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them

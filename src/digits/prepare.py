@@ -38,10 +38,16 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 EIGHT = np.ones((3, 3), bool)
 
 
+def is_array(source: object) -> bool:
+    """Whether ``source`` is pixels held as an array (NumPy's, PyTorch's, …), not a picture file
+    or image: a NumPy string, a path, has ``__array__`` too."""
+    return hasattr(source, "__array__") and not isinstance(source, (str, bytes, Image.Image))
+
+
 def _name(source: Source) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
-    if hasattr(source, "__array__") and not isinstance(source, Image.Image):
+    if is_array(source):
         return "array"
     if isinstance(source, Image.Image):
         return getattr(source, "filename", "") or "image"
@@ -80,7 +86,7 @@ def open_image(source: Source) -> Image.Image:
     the first frame is taken. Anything unreadable raises DigitsError naming the source.
     """
     name = _name(source)
-    if hasattr(source, "__array__") and not isinstance(source, (str, bytes, Image.Image)):  # NumPy's, PyTorch's
+    if is_array(source):
         return _from_array(np.asarray(source), name)
     if not isinstance(source, (str, os.PathLike, bytes, bytearray, Image.Image)) and not hasattr(source, "read"):
         raise DigitsError(f"cannot read a {type(source).__name__} as a picture — give a path, bytes, a binary "

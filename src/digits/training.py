@@ -35,6 +35,8 @@ from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, ne
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
+# What a run takes when it names none of these (TrainConfig.with_defaults).
+DEFAULTS = {"model": "seed", "dataset": "mnist", "seed": 0}
 # Names each training step in torch.profiler's traces, so time can be attributed to steps.
 STEP_LABEL = "digits: training step"
 
@@ -43,8 +45,7 @@ STEP_LABEL = "digits: training step"
 class TrainConfig:
     """What a run is asked to do; None means "the model's recipe decides"."""
 
-    # None for these three: "seed", "mnist" and 0, or with --resume the run's own
-    model: str | None = None
+    model: str | None = None  # None for this, dataset and seed: DEFAULTS, or with --resume the run's own
     dataset: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -64,6 +65,10 @@ class TrainConfig:
     time_limit: float | None = None  # stop once training has taken this many seconds
     report: bool = True  # write report.html into the run folder at the end
     tensorboard: str | Path | None = None  # also log to TensorBoard, in this folder
+
+    def with_defaults(self) -> TrainConfig:
+        """The model, dataset and seed not given, as DEFAULTS has them."""
+        return replace(self, **{key: value for key, value in DEFAULTS.items() if getattr(self, key) is None})
 
 
 @dataclass
@@ -201,8 +206,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                                 **{rule: getattr(config, rule) for rule in ("target_accuracy", "time_limit")
                                    if getattr(config, rule) is not None}})
     else:
-        config = replace(config, model=config.model or "seed", dataset=config.dataset or "mnist",
-                         seed=config.seed or 0)
+        config = config.with_defaults()
         recipe = get_entry(config.model).recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
                                                                lr=config.lr, normalize=config.normalize)
     folder = folder or default_run_dir(config.model)
@@ -361,7 +365,7 @@ def _write_curves_and_report(folder: Path, history: list[dict[str, Any]], config
     ``only_missing``, those a run stopped before writing (a kill after its last checkpoint)."""
     if not (only_missing and (folder / "curves.png").exists()):
         plot_curves(history, folder / "curves.png")
-    if config.report and len(data.test):  # pictures given without validation data have nothing to report
+    if config.report and len(data.test):  # a dataset without test images has nothing to report on
         from .report import REPORT_NAME, write_report
 
         if not (only_missing and (folder / REPORT_NAME).exists()):
@@ -386,7 +390,7 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
     processes = distributed.default_processes(device) if processes is None else processes
     if processes < 1:
         raise DigitsError(f"--nproc {processes}: give a number of processes ≥ 1")
-    name = f"{config.model or ('*' if config.resume else 'seed')}-ensemble{members}"
+    name = f"{config.model or ('*' if config.resume else DEFAULTS['model'])}-ensemble{members}"
     folder = Path(config.out) if config.out else latest_ensemble_dir(name) if config.resume else default_run_dir(name)
     if folder is None:
         raise DigitsError(f"--resume: no ensemble {name}-… to resume under {RUNS_DIR}/; give --out DIR")
@@ -402,23 +406,23 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         config = replace(config, data_dir=config.data_dir or begun["data_dir"],
                          seed=first if config.seed is None else config.seed,
                          **{key: begun.get(key) for key in MEMBER_SETTINGS if getattr(config, key) is None})
-    model, seed = config.model or "seed", config.seed or 0
-    configs = [replace(config, model=model, seed=seed + k, out=out, resume=out / RUN_CHECKPOINT in started)
+    config = config.with_defaults()
+    configs = [replace(config, seed=config.seed + k, out=out, resume=out / RUN_CHECKPOINT in started)
                for k, out in enumerate(outs)]
-    data = data or load_dataset(config.dataset or "mnist", config.data_dir)
+    data = data or load_dataset(config.dataset, config.data_dir)
     if processes == 1:
         runs = [train(member, data, verbose) for member in configs]
     else:
         processes = min(processes, members)
         if verbose:
-            print(f"Training {members} members of {model}, {processes} at a time → {folder}", flush=True)
+            print(f"Training {members} members of {config.model}, {processes} at a time → {folder}", flush=True)
         distributed.spawn(_train_members, (configs, data, processes, verbose), processes)
         runs = [_finished_run(member.out) for member in configs]
     validation = split_for_training(data, config.subset, config.holdout)[1]
     # Members trained in other processes come back from their checkpoints, on the CPU.
     accuracy = evaluate(Ensemble([run.model for run in runs]).to(device).eval(), validation).accuracy
     member_accuracy = [run.accuracy for run in runs]
-    save_ensemble(folder, [run.checkpoint for run in runs], model, member_accuracy=member_accuracy,
+    save_ensemble(folder, [run.checkpoint for run in runs], config.model, member_accuracy=member_accuracy,
                   accuracy=accuracy, **({"holdout": config.holdout} if config.holdout else {}))
     if verbose:
         print(f"Ensemble of {members}: {'validation' if config.holdout else 'test'} accuracy {accuracy:.2%}"
