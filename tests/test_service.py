@@ -314,6 +314,8 @@ MALFORMED = [
     ("negative pixel", "/predict", JSON, as_json({"pixels": [[-1] * 28] * 28}), 422, "from 0 to 255"),
     ("multipart without a file", "/predict", {"Content-Type": "multipart/form-data; boundary=x"},
      b'--x\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--x--\r\n', 422, "no file"),
+    ("multipart cut off", "/predict", {"Content-Type": "multipart/form-data; boundary=x"},
+     b'--x\r\nContent-Disposition: form-data; name="image"; filename="7.png"\r\n\r\n\x89PNG', 400, "cut off"),
     ("multipart without a boundary", "/predict", {"Content-Type": "multipart/form-data"}, b"--x--", 400, "boundary"),
     ("body over the limit", "/predict", {"Content-Type": "image/png"}, b"\0" * (MAX_BODY + 1), 413, "limit"),
     ("bad query", "/predict?number=perhaps", JSON, as_json({"pixels": PIXELS}), 422, "number"),
@@ -342,6 +344,16 @@ def test_malformed_requests_get_a_4xx_that_says_why(client, seven_png, what, pat
 def test_two_files_to_predict_asks_for_the_batch_endpoint(client, seven_png):
     answer = client.post("/predict", files=[("image", ("a.png", seven_png, "image/png"))] * 2)
     assert answer.status_code == 422 and "/predict/batch" in answer.json()["detail"]
+
+
+def test_a_batch_form_cut_off_in_its_second_file_is_refused_not_answered_for_one(client, seven_png):
+    whole = (b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+             + seven_png + b"\r\n")
+    answer = client.post("/predict/batch", content=whole + whole[:60],
+                         headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert answer.status_code == 400 and "cut off" in answer.json()["detail"]
+    assert client.post("/predict/batch", content=whole * 2 + b"--x--\r\n",
+                       headers={"Content-Type": "multipart/form-data; boundary=x"}).status_code == 200
 
 
 @pytest.mark.parametrize("count", [MAX_IMAGES + 1, 3 * MAX_IMAGES])

@@ -34,6 +34,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                disable_created_metrics, generate_latest)
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, Field
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -264,6 +265,13 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def form_is_whole(content_type: str, body: bytes) -> bool:
+    """Whether a multipart body reaches its closing delimiter: the form parser silently drops
+    a part that was cut off, which would answer for fewer pictures than were sent."""
+    boundary = parse_options_header(content_type)[1][b"boundary"]
+    return b"--" + boundary + b"--" in body
+
+
 def grid_problem(pixels: Any) -> str | None:
     """What keeps ``pixels`` from being 28 lists of 28 items, if anything.
 
@@ -324,6 +332,7 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
     """What a request asks about: picture bytes to prepare, or 28×28 arrays ready for the model."""
     kind = media_type(request)
     if kind == "multipart/form-data":
+        body = await request.body()  # kept, so that the form can be checked for a cut-off end
         try:
             async with request.form(max_files=MAX_IMAGES + 1, max_fields=MAX_IMAGES + 1) as form:
                 files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
@@ -332,6 +341,8 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
             if "too many files" not in str(e.detail).lower():
                 raise
             raise too_many(f"over {MAX_IMAGES}", many) from None
+        if not form_is_whole(request.headers["content-type"], body):
+            raise HTTPException(400, "the multipart form is cut off before its closing boundary — send the whole form")
         if not pictures:
             raise HTTPException(422, "the form holds no file — send the picture as a file field named image")
     elif kind == "application/json" or kind.endswith("+json"):
