@@ -10,6 +10,7 @@ from digits import Dataset, DigitsError, TrainConfig, train
 from digits.augment import Augment
 from digits.engine import (CPU_PASS_BYTES, GPU_PASS, as_batch, autocast, cpu_has_bf16, inference_batch_size,
                            maybe_compile, model_device, predict_logits, resolve_precision)
+from digits.explain import integrated_gradients
 from digits.models import create_model
 
 CPU = torch.device("cpu")
@@ -89,3 +90,13 @@ def test_predictions_do_not_depend_on_the_size_of_the_forward_passes(learned):
     chosen = predict_logits(learned.model, images)
     assert torch.allclose(predict_logits(learned.model, images, batch_size=7), chosen, atol=1e-5)
     assert torch.allclose(predict_logits(learned.model, images[:, None].float()), chosen, atol=1e-5)
+
+
+def test_a_failed_prediction_or_explanation_leaves_a_training_model_training():
+    model = create_model("fast").train()
+    with pytest.raises(RuntimeError):
+        predict_logits(model, torch.zeros(4, 20, 20, dtype=torch.uint8))
+    assert model.training
+    with pytest.raises(IndexError):
+        integrated_gradients(model, torch.zeros(28, 28), target=12)
+    assert model.training

@@ -114,18 +114,32 @@ def inference_batch_size(model: nn.Module, device: torch.device) -> int:
     if device.type != "cpu":
         return GPU_PASS
     if model not in _pass_sizes:
-        sizes, training = [0], model.training
+        sizes = [0]
         record = lambda module, inputs, out: sizes.append(out.numel() * out.element_size())  # noqa: E731
         hooks = [m.register_forward_hook(record) for m in model.modules() if not any(m.children())]
         try:
-            with torch.inference_mode():
-                model.eval()(torch.zeros(1, 1, 28, 28, device=device))
+            with torch.inference_mode(), eval_mode(model):
+                model(torch.zeros(1, 1, 28, 28, device=device))
         finally:
-            model.train(training)
             for hook in hooks:
                 hook.remove()
         _pass_sizes[model] = max(16, CPU_PASS_BYTES // max(sizes))
     return _pass_sizes[model]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in evaluation mode for the block, and back in the mode it was in afterwards,
+    whatever happens. A model already evaluating is left alone: switching modes walks every
+    module, too slow for one-digit requests."""
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -139,18 +153,14 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | Non
     """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, computed on ``device``
     (default: the model's) in forward passes of ``batch_size`` (default: sized to the model
     and the device, see inference_batch_size)."""
-    was_training = model.training
-    if was_training:  # switching modes walks every module: too slow for one-digit requests
-        model.eval()
     device = torch.device(device) if device else model_device(model)
     batch_size = batch_size or inference_batch_size(model, device)
     out = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].to(device)
-        batch = as_batch(batch) if batch.ndim == 3 else batch.float()
-        out.append(model(batch).float().cpu())
-    if was_training:
-        model.train()
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].to(device)
+            batch = as_batch(batch) if batch.ndim == 3 else batch.float()
+            out.append(model(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 10)
 
 

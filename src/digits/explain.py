@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .engine import model_device
+from .engine import eval_mode, model_device
 from .errors import DigitsError
 from .files import EXPLAINED
 from .plots import explanation_figure, save
@@ -36,16 +36,14 @@ def integrated_gradients(model: nn.Module, image: np.ndarray | torch.Tensor, tar
     positive pixels speak for the class, negative ones against it.
     """
     x = _batch(model, image)
-    was_training = model.training
-    model.eval()
-    if target is None:
-        with torch.no_grad():
-            target = int(model(x).argmax())
-    alphas = (torch.arange(steps, device=x.device, dtype=torch.float32) + 0.5) / steps  # midpoint rule
-    with torch.enable_grad():
-        path = (alphas.view(-1, 1, 1, 1) * x).requires_grad_()
-        (gradients,) = torch.autograd.grad(model(path)[:, target].sum(), path)
-    model.train(was_training)
+    with eval_mode(model):
+        if target is None:
+            with torch.no_grad():
+                target = int(model(x).argmax())
+        alphas = (torch.arange(steps, device=x.device, dtype=torch.float32) + 0.5) / steps  # midpoint rule
+        with torch.enable_grad():
+            path = (alphas.view(-1, 1, 1, 1) * x).requires_grad_()
+            (gradients,) = torch.autograd.grad(model(path)[:, target].sum(), path)
     return (x * gradients.mean(0, keepdim=True))[0, 0].cpu().numpy()
 
 
@@ -59,13 +57,12 @@ def feature_maps(model: nn.Module, image: np.ndarray | torch.Tensor) -> list[tup
         maps.append((names[module], output[0].cpu().numpy().copy()))  # an in-place ReLU overwrites it next
 
     hooks = [module.register_forward_hook(keep) for module in names]
-    was_training = model.training
     try:
-        model.eval()(_batch(model, image))
+        with eval_mode(model):
+            model(_batch(model, image))
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(was_training)
     return maps
 
 
