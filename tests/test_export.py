@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 import digits
 from digits import DigitsError
 from digits.cli import main
+from digits.export import export_onnx
 from pictures import ink_on_paper
 
 
@@ -61,6 +62,18 @@ def test_onnx_and_pytorch_agree_on_the_whole_test_set(exported, mnist):
     assert onnx_model.info["accuracy"] == digits.load(checkpoint).info["accuracy"]
     for size in (1, 7, 5000):  # batch sizes the example input did not have
         assert onnx_model.predict_prepared(images[:size]).shape == (size, 10)
+
+
+def test_a_model_that_reads_each_digit_twice_exports_its_averaged_reading(mnist, tmp_path):
+    data = digits.Dataset(mnist.name, mnist.classes, mnist.train, mnist.test.take(slice(0, 500)))
+    run = digits.train(digits.TrainConfig(model="best", epochs=1, subset=256, out=tmp_path / "best", report=False),
+                       data=data, verbose=False)
+    assert run.model.test_time_augment
+    result = export_onnx(run.checkpoint)
+    images = data.test.images.numpy()
+    reference = digits.load(run.checkpoint, device="cpu", precision="fp32").predict_prepared(images)
+    assert result["max_difference"] <= 1e-4
+    assert np.abs(digits.load(result["onnx"]).predict_prepared(images) - reference).max() <= 1e-4
 
 
 def test_backend_onnx_with_a_checkpoint_uses_its_export(exported, tmp_path):

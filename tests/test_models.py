@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from digits import DigitsError, count_parameters, create_model, list_models
 from digits.checkpoint import build_model
-from digits.models import MNIST_MEAN, MNIST_STD, Scale, soften
+from digits.models import MNIST_MEAN, MNIST_STD, Scale, log_mean_probability, soften
 
 
 def test_seed_has_the_tutorial_parameter_count():
@@ -117,6 +117,14 @@ def test_test_time_augment_averages_the_digit_and_its_softened_reading_in_evalua
         model.train()  # training reads each digit once
         plain.train()
         torch.testing.assert_close(model(x), plain(x))
+
+
+def test_averaged_readings_keep_even_the_smallest_probabilities_as_logits():
+    readings = torch.tensor([[[0.0, -120.0, -300.0]], [[0.0, -120.0, -300.0]]])  # two readings of one image
+    # a probability under float32's smallest (e^-300) still has its log: a loss is not capped at 87
+    torch.testing.assert_close(log_mean_probability(readings), torch.tensor([[0.0, -120.0, -300.0]]))
+    readings = torch.randn(3, 5, 10) * 4
+    torch.testing.assert_close(log_mean_probability(readings).softmax(-1), readings.softmax(-1).mean(0))
 
 
 @pytest.mark.parametrize("saved, expected", [(True, True), (False, False), (None, False)])

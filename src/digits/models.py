@@ -7,6 +7,7 @@ model's first layer, so a checkpoint or an ONNX file needs no preprocessing rule
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
@@ -115,8 +116,7 @@ def log_mean_probability(logits: torch.Tensor) -> torch.Tensor:
 
     It behaves as logits everywhere: softmax gives back the averaged probabilities, argmax the vote.
     """
-    probabilities = logits.float().softmax(-1).mean(0)
-    return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
+    return logits.float().log_softmax(-1).logsumexp(0) - math.log(len(logits))
 
 
 class ZooModel(nn.Sequential):
