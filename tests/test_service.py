@@ -114,7 +114,7 @@ def test_health_and_model(client, learned):
     assert info["trained"] and info["source"] == str(learned.checkpoint)
 
 
-def test_predict_pixels_goes_to_the_model_as_sent(client, classifier, mnist):
+def test_predict_pixels_reads_the_grid_as_the_python_api_does(client, classifier, mnist):
     for i in range(5):
         digit = mnist.test.images[i].numpy()
         answer = client.post("/predict", json={"pixels": digit.tolist()})
@@ -128,6 +128,12 @@ def test_predict_pixels_goes_to_the_model_as_sent(client, classifier, mnist):
     digit = mnist.test.images[0].numpy()
     answer = client.post("/predict", json={"pixels": np.clip(digit - 0.3, 0, 255).tolist()})
     assert answer.status_code == 200 and np.array_equal(answer.json()["input"], digit)
+    # a digit in 0–1 (as Keras tutorials scale MNIST) reads as the Python API reads it
+    unit = (digit / 255).tolist()
+    answer = client.post("/predict", json={"pixels": unit})
+    assert answer.status_code == 200 and np.array_equal(answer.json()["input"], digit)
+    assert answer.json()["probabilities"] == pytest.approx(classifier.predict_prepared(np.array([unit]))[0].tolist(),
+                                                          abs=1e-6)
 
 
 def test_a_picture_reads_the_same_every_way_it_is_sent(client, classifier, seven_png):

@@ -251,7 +251,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, 10) of MNIST-style digits (N, 28, 28): one array in, no per-image work."""
-        batch = _as_uint8(np.asarray(batch))
+        batch = as_digits(np.asarray(batch))
         if batch.ndim != 3 or batch.shape[1:] != (FIELD, FIELD):
             raise DigitsError(f"expected MNIST-style digits of shape (N, 28, 28), got {batch.shape}")
         return softmax(self._backend().logits(batch))
@@ -282,7 +282,7 @@ def prepare_all(images: Images) -> np.ndarray:
     if is_array(images):
         images = np.asarray(images)  # e.g. a torch tensor of dataset digits
     if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
-        return _as_uint8(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
+        return as_digits(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
     if isinstance(images, np.ndarray) and images.dtype.kind in "USO" and images.ndim == 1:
         images = images.tolist()  # paths (or pictures) held in an array: each its own picture
     if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)) or hasattr(images, "read"):
@@ -298,9 +298,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return scipy.special.softmax(logits, axis=1).astype(np.float32)
 
 
-def _as_uint8(batch: np.ndarray) -> np.ndarray:
-    """MNIST-style digits as uint8 0–255, contiguous (a flipped view is copied); a float digit in
-    0–1 is scaled up, each judged on its own as prepare judges one picture."""
+def as_digits(batch: np.ndarray) -> np.ndarray:
+    """MNIST-style digits (N, 28, 28) as uint8 0–255, contiguous (a flipped view is copied); a
+    digit in 0–1 is scaled up, each judged on its own as prepare judges one picture."""
     if batch.dtype == np.uint8:
         return np.ascontiguousarray(batch)
     batch = batch.astype(np.float32)

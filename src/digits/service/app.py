@@ -39,7 +39,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DigitsError
-from ..inference import number_reading
+from ..inference import as_digits, number_reading
 from ..prepare import segment_number
 
 if TYPE_CHECKING:
@@ -290,7 +290,8 @@ def grid_problem(pixels: Any) -> str | None:
 
 
 def pixels_array(pixels: Any) -> np.ndarray:
-    """A 28×28 grid of numbers 0–255, as sent, as the uint8 image the model takes."""
+    """A 28×28 grid of numbers 0–255 (or 0–1), as the uint8 image the model takes: the same
+    array reads the same here and through the Python API."""
     problem = grid_problem(pixels)
     if problem:
         raise HTTPException(422, f'"pixels" must be 28 rows of 28 numbers, got {problem}')
@@ -300,7 +301,7 @@ def pixels_array(pixels: Any) -> np.ndarray:
     grid = np.asarray(pixels, dtype=np.float32)
     if not (np.isfinite(grid).all() and grid.min() >= 0 and grid.max() <= 255):
         raise HTTPException(422, '"pixels" must be numbers from 0 to 255 (white digit on black, as in MNIST)')
-    return np.round(grid).astype(np.uint8)
+    return as_digits(grid[None])[0]
 
 
 def base64_picture(text: Any) -> bytes:
