@@ -18,7 +18,7 @@ from scipy.special import log_softmax, softmax
 
 import digits
 from digits.models import get_entry
-from digits.report import calibration
+from digits.evaluation import calibration
 from digits.training import split_for_training
 
 HOLDOUT = 10_000

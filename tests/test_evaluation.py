@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 from torch.nn import functional as F
 
-from digits import DATASETS, DigitsError, evaluate, evaluate_checkpoint, load_checkpoint, load_model, save_checkpoint
+from digits import DATASETS, DigitsError, Evaluation, evaluate, evaluate_checkpoint, load_checkpoint, load_model, save_checkpoint
 
 COUNT = 1000
 
@@ -73,6 +73,15 @@ def test_evaluate_a_split(learned, mnist):
     assert result.probabilities.shape == (300, 10)
     np.testing.assert_allclose(result.probabilities.sum(1), 1, rtol=1e-5)
     assert result.accuracy == (result.predictions == split.labels.numpy()).mean()
+
+
+def test_the_most_confident_mistakes_come_first_even_where_float32_rounds_them_to_certainty():
+    logits = torch.zeros(5, 10)
+    logits[:, 3] = torch.tensor([30.0, 5.0, 60.0, 45.0, 2.0])  # all read 3; only image 4 is a 3
+    probabilities = logits.softmax(1).numpy()
+    assert (probabilities[[0, 2, 3], 3] == 1).all()  # the top probability no longer tells them apart
+    result = Evaluation(0.0, 0.2, probabilities, np.array([0, 1, 2, 5, 3]))
+    assert result.confident_mistakes().tolist() == [2, 3, 0, 1]
 
 
 def test_a_model_is_not_scored_on_another_dataset_s_classes(learned, tmp_path):

@@ -20,7 +20,8 @@ from PIL import Image
 from digits import Dataset, Run, TrainConfig, train
 from digits.checkpoint import save_ensemble
 from digits.cli import main
-from digits.report import calibration, compare_runs
+from digits.evaluation import calibration
+from digits.report import compare_runs
 
 SECTIONS = ["configuration", "curves", "metrics", "confusion", "mistakes", "calibration", "filters",
             "feature-maps", "saliency"]

@@ -39,9 +39,37 @@ class Evaluation:
     def confusion(self) -> np.ndarray:
         return confusion_matrix(self.labels, self.predictions, labels=range(10))
 
+    def confident_mistakes(self) -> np.ndarray:
+        """Indices of the misclassified images, the most confident first.
+
+        Ranked by doubt, the probability left to the other classes: the top probability of a
+        sure model rounds to exactly 1 in float32 for many mistakes at once, and they would tie.
+        """
+        wrong = np.flatnonzero(self.predictions != self.labels)
+        doubt = np.sort(self.probabilities[wrong], axis=1)[:, :-1].sum(1, dtype=np.float64)
+        return wrong[np.argsort(doubt, kind="stable")]
+
+    def calibration(self, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        return calibration(self.probabilities, self.labels, bins)
+
     def as_dict(self) -> dict:
         return {"loss": self.loss, "accuracy": self.accuracy, "count": int(len(self.labels)),
                 "per_class": self.per_class(), "confusion": self.confusion().tolist()}
+
+
+def calibration(probabilities: np.ndarray, labels: np.ndarray,
+                bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per confidence bin: mean confidence, accuracy and count; and the expected calibration
+    error, the count-weighted mean gap between confidence and accuracy."""
+    confidence = probabilities.max(1)
+    correct = (probabilities.argmax(1) == labels).astype(float)
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    confidence_sum = np.bincount(index, confidence, bins)
+    correct_sum = np.bincount(index, correct, bins)
+    ece = float(np.abs(confidence_sum - correct_sum).sum() / max(len(labels), 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return confidence_sum / counts, correct_sum / counts, counts, ece
 
 
 def evaluate(model: nn.Module, split: Split, device: torch.device | str | None = None,
@@ -91,7 +119,7 @@ def _evaluate_and_draw(model: nn.Module, payload: dict, dataset: str | None, dat
                           f"evaluate it on its own dataset (--dataset {payload.get('dataset')})")
     result = evaluate(model.to(device), data.test_split("evaluate on"))
     plot_confusion(result.confusion(), data.classes, out / "confusion.png")
-    plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, data.classes,
-                  out / "mistakes.png")
+    plot_mistakes(data.test.images.numpy(), result.labels, result.probabilities, result.confident_mistakes(),
+                  data.classes, out / "mistakes.png")
     return {"model": payload["model"], "dataset": data.name, "classes": list(data.classes), **result.as_dict(),
             "files": {"confusion": str(out / "confusion.png"), "mistakes": str(out / "mistakes.png")}}

@@ -68,18 +68,11 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str]):
     return figure
 
 
-def confident_mistakes(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Indices of the misclassified images, the most confident first (ties in their order)."""
-    predictions = probabilities.argmax(1)
-    wrong = np.flatnonzero(predictions != labels)
-    return wrong[np.argsort(-probabilities[wrong, predictions[wrong]], kind="stable")]
-
-
-def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, mistakes: np.ndarray,
                   classes: Sequence[str], path: str | Path, limit: int = 36) -> None:
-    """A grid of misclassified digits, the most confident mistakes first."""
+    """A grid of the first ``limit`` of the misclassified digits ``mistakes`` (indices)."""
     predictions = probabilities.argmax(1)
-    wrong = confident_mistakes(labels, probabilities)[:limit]
+    wrong = mistakes[:limit]
     columns = 6
     rows = max(1, -(-len(wrong) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), squeeze=False)

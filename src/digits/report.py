@@ -26,7 +26,7 @@ from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
 from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
-from .plots import (comparison_figure, confident_mistakes, confusion_figure, curves_figure, explanation_figure,
+from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure,
                     picture_grid, png, reliability_figure)
 
 REPORT_NAME = "report.html"
@@ -44,21 +44,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: Da
     out = Path(out) if out else run_dir / REPORT_NAME
     _write(out, render(run_dir, payload, model, data, result).encode())
     return out
-
-
-def calibration(probabilities: np.ndarray, labels: np.ndarray,
-                bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Per confidence bin: mean confidence, accuracy and count; and the expected calibration
-    error, the count-weighted mean gap between confidence and accuracy."""
-    confidence = probabilities.max(1)
-    correct = (probabilities.argmax(1) == labels).astype(float)
-    index = np.minimum((confidence * bins).astype(int), bins - 1)
-    counts = np.bincount(index, minlength=bins)
-    confidence_sum = np.bincount(index, confidence, bins)
-    correct_sum = np.bincount(index, correct, bins)
-    ece = float(np.abs(confidence_sum - correct_sum).sum() / max(len(labels), 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return confidence_sum / counts, correct_sum / counts, counts, ece
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png") -> list[dict[str, Any]]:
@@ -109,7 +94,8 @@ def _write(path: str | Path, data: bytes) -> None:
 def render(run_dir: Path, payload: dict[str, Any], model: nn.Module, data: Dataset, result: Evaluation) -> str:
     """The report as one HTML document."""
     history = payload.get("history") or []
-    metrics = {**result.as_dict(), "ece": calibration(result.probabilities, result.labels)[3]}
+    calibration = result.calibration()
+    metrics = {**result.as_dict(), "ece": calibration[3]}
     images = data.test.images.numpy()
     sections = [
         ("configuration", "Configuration and environment", _configuration(payload)),
@@ -118,7 +104,7 @@ def render(run_dir: Path, payload: dict[str, Any], model: nn.Module, data: Datas
         ("metrics", "Test metrics", _metrics(metrics, data.classes)),
         ("confusion", "Confusion matrix", _confusion(result, data.classes)),
         ("mistakes", "Most confident mistakes", _mistakes(images, result, data.classes)),
-        ("calibration", "Calibration", _calibration(result, metrics["ece"])),
+        ("calibration", "Calibration", _calibration(*calibration)),
         ("filters", "First-layer filters", _filters(model)),
         ("feature-maps", "Feature maps", _feature_maps(model, images[0], data.classes[result.labels[0]])),
         ("saliency", "Saliency", _saliency(model, images, result, data.classes)),
@@ -272,7 +258,7 @@ def _confusion(result: Evaluation, classes: Sequence[str]) -> str:
 
 def _mistakes(images: np.ndarray, result: Evaluation, classes: Sequence[str]) -> str:
     p, predictions = result.probabilities, result.predictions
-    wrong = confident_mistakes(result.labels, result.probabilities)[:MISTAKES]
+    wrong = result.confident_mistakes()[:MISTAKES]
     if not len(wrong):
         return "<p>No mistakes on the test set.</p>"
     cards = []
@@ -289,8 +275,7 @@ def _mistakes(images: np.ndarray, result: Evaluation, classes: Sequence[str]) ->
             f'<div class="mistakes">{"".join(cards)}</div>')
 
 
-def _calibration(result: Evaluation, ece: float) -> str:
-    confidence, accuracy, counts, _ = calibration(result.probabilities, result.labels)
+def _calibration(confidence: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, ece: float) -> str:
     return (_figure(reliability_figure(confidence, accuracy, counts, ece), "reliability diagram")
             + f"""<p class="note">Test images grouped by the model's confidence (its top probability). A
 calibrated model is right 90% of the time when it says 90%: its bars reach the diagonal. The expected
@@ -329,7 +314,7 @@ def _feature_maps(model: nn.Module, image: np.ndarray, label: str) -> str:
 def _saliency(model: nn.Module, images: np.ndarray, result: Evaluation, classes: Sequence[str]) -> str:
     p, predictions, labels = result.probabilities, result.predictions, result.labels
     chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED],
-              *confident_mistakes(labels, result.probabilities)[:EXPLAINED]]
+              *result.confident_mistakes()[:EXPLAINED]]
     titles = [f"test #{i}: true {classes[labels[i]]}, predicted {classes[predictions[i]]} "
               f"({p[i, predictions[i]]:.1%})" for i in chosen]
     saliencies = [integrated_gradients(model, images[i]) for i in chosen]
