@@ -9,7 +9,9 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 from torch.nn import functional as F
 
-from digits import DATASETS, DigitsError, Evaluation, evaluate, evaluate_checkpoint, load_checkpoint, load_model, save_checkpoint
+from digits import (DATASETS, DigitsError, Evaluation, evaluate, evaluate_checkpoint, load_checkpoint, load_model,
+                    save_checkpoint)
+from digits.cli import main
 
 COUNT = 1000
 
@@ -94,9 +96,17 @@ def test_a_model_is_not_scored_on_another_dataset_s_classes(learned, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no pictures drawn over
 
 
-def test_a_dataset_without_test_images_is_refused_in_one_line(learned, make_dataset, tmp_path, capsys):
-    from digits.cli import main
+def test_an_out_that_is_a_file_is_refused_before_evaluating(learned, tmp_path, capsys):
+    picture = tmp_path / "seven.png"
+    picture.write_bytes(b"a picture")
+    for command in (["evaluate", str(learned.checkpoint)], ["ensemble", str(learned.folder), str(learned.folder)]):
+        assert main([*command, "--out", str(picture)]) == 2
+        assert capsys.readouterr().err == (f"digits: error: --out {picture}: a file, not a folder — give a folder "
+                                           "for the files this writes\n")
+    assert picture.read_bytes() == b"a picture"
 
+
+def test_a_dataset_without_test_images_is_refused_in_one_line(learned, make_dataset, tmp_path, capsys):
     folder = make_dataset(tmp_path / "mine", train=50, test=0)
     commands = {"evaluate on": ["evaluate", str(learned.checkpoint), "--out", str(tmp_path)],
                 "score the baselines on": ["baselines", "--only", "knn"]}

@@ -124,8 +124,13 @@ def test_explain_errors_are_one_line(learned: Run, picture: Path, tmp_path: Path
     assert capsys.readouterr().err.startswith(f"digits: error: {blocker / 'x.png'}: cannot write")
     assert main(["explain", str(picture), "--model", str(learned.checkpoint), "--out", str(tmp_path / "x.jpg")]) == 2
     assert capsys.readouterr().err == (f"digits: error: --out {tmp_path / 'x.jpg'}: the explanation is a PNG "
-                                       "picture; give a name ending in .png\n")
+                                       "picture; give a file name ending in .png\n")
     assert not (tmp_path / "x.jpg").exists()
+    own = tmp_path / "own.png"  # the picture itself is not written over with its explanation
+    own.write_bytes(picture.read_bytes())
+    assert main(["explain", str(own), "--model", str(learned.checkpoint), "--out", str(own)]) == 2
+    assert "is the picture being explained" in capsys.readouterr().err
+    assert own.read_bytes() == picture.read_bytes()
 
 
 def test_explaining_needs_the_pytorch_model(learned: Run, picture: Path, tmp_path: Path, capsys) -> None:

@@ -141,6 +141,12 @@ def test_bad_input_is_one_line_and_loses_nothing(run: Run, small: Path, tmp_path
     error = capsys.readouterr().err
     assert error.startswith(f"digits: error: {blocker / 'report.html'}: cannot write") and error.count("\n") == 1
     assert (run.folder / "report.html").read_bytes() == before
+    # --out names an HTML page: never the run's checkpoint, nor any other kind of file
+    checkpoint = run.checkpoint.read_bytes()
+    assert main(["report", str(run.folder), "--out", str(run.checkpoint), "--data-dir", str(small)]) == 2
+    assert capsys.readouterr().err == (f"digits: error: --out {run.checkpoint}: the report is an HTML page; "
+                                       "give a file name ending in .html\n")
+    assert run.checkpoint.read_bytes() == checkpoint
     # An ensemble has no history of its own: the error names a member's run folder.
     save_ensemble(tmp_path / "ensemble", [run.checkpoint], "seed")
     assert main(["report", str(tmp_path / "ensemble")]) == 2
@@ -174,6 +180,11 @@ def test_a_holdout_run_says_what_validated_it(small: Path, tmp_path: Path, capsy
     text = " ".join((tmp_path / "report.html").read_text().split())
     assert "Validation is the last 500 training images, held out" in text
     assert "<td>training images</td><td>first 500 of all but the last 500</td>" in text
+    # beside a run validated on the test set, compare says which set each accuracy comes from
+    tested = train(TrainConfig(dataset="small", data_dir=small, epochs=1, subset=500, out=tmp_path / "tested",
+                               report=False), verbose=False)
+    rows = compare_runs([tmp_path, tested.folder], tmp_path / "compare.png")
+    assert [(row["dataset"], row["validation"]) for row in rows] == [("small", "500 held out"), ("small", "test set")]
     assert Page((tmp_path / "report.html").read_text()).metrics["count"] == 1000  # and the test set is reported
 
 
@@ -204,13 +215,17 @@ def test_compare_two_runs(run: Run, learned: Run, tmp_path: Path, capsys) -> Non
     assert (tmp_path / "cli.png").is_file()
 
 
-def test_compare_refuses_what_is_not_a_run(run: Run, tmp_path: Path, capsys) -> None:
+def test_compare_refuses_what_is_not_a_run(run: Run, learned: Run, tmp_path: Path, capsys) -> None:
     for again in (run.folder, run.checkpoint, f"{run.folder}/."):
         assert main(["compare", str(run.folder), str(again), "--out", str(tmp_path / "c.png")]) == 2
         assert f"{again} is given twice" in capsys.readouterr().err
     assert main(["compare", str(run.folder), str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
     assert "no model.pt here" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+    checkpoint = run.checkpoint.read_bytes()
+    assert main(["compare", str(run.folder), str(learned.folder), "--out", str(run.checkpoint)]) == 2
+    assert "the comparison is a PNG picture; give a file name ending in .png" in capsys.readouterr().err
+    assert run.checkpoint.read_bytes() == checkpoint
 
 
 def test_tensorboard_gets_scalars_and_images(run: Run) -> None:

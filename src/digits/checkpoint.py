@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from .errors import DigitsError
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, model_file
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, model_file, output_folder
 from .models import Ensemble, ZooModel, create_model
 
 FORMAT = "digits-checkpoint-1"
@@ -142,7 +142,7 @@ def ensemble_members(models: Sequence[str | Path], out: str | Path) -> tuple[lis
     """The checkpoint files of an ensemble of ``models`` (runs, checkpoints or ensembles, which
     stand for their members) to be written to OUT, checked, and the name of the kind of model
     they are ("fast", "fast+seed")."""
-    out = Path(out)
+    out = output_folder(out)
     if len(models) < 2:
         raise DigitsError("give two or more models to combine into an ensemble")
     if any((out / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):

@@ -273,7 +273,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     rows = compare_runs(args.run_dirs, args.out)
     _print_table("Runs compared (accuracy and loss: validation at the last epoch)", rows, {
-        "run": ("run", str), "model": ("model", str), "epochs": ("epochs", "{}".format),
+        "run": ("run", str), "model": ("model", str), "dataset": ("dataset", str),
+        "validation": ("validated on", str), "epochs": ("epochs", "{}".format),
         "accuracy": ("accuracy", "{:.2%}".format), "loss": ("loss", "{:.4f}".format),
         "seconds": ("training time", "{:.1f} s".format), "parameters": ("parameters", "{:,}".format)})
     print(f"wrote {args.out}")

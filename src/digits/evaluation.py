@@ -16,6 +16,7 @@ from .checkpoint import assemble, ensemble_members, load_model, save_ensemble
 from .data import Split, load_dataset
 from .engine import predict_logits, resolve_device
 from .errors import DigitsError
+from .files import output_folder
 from .plots import plot_confusion, plot_mistakes
 
 
@@ -91,8 +92,8 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None,
 
     The pictures go to ``out``, by default the folder that holds the checkpoint.
     """
+    out = output_folder(out) if out else Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     model, payload = load_model(checkpoint)
-    out = Path(out) if out else Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     return {"checkpoint": str(checkpoint), **_evaluate_and_draw(model, payload, dataset, data_dir, out, device)}
 
 

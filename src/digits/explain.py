@@ -17,8 +17,8 @@ from torch import nn
 
 from .engine import eval_mode, model_device
 from .errors import DigitsError
-from .files import EXPLAINED
-from .plots import explanation_figure, save
+from .files import EXPLAINED, output_file, write_output
+from .plots import explanation_figure, png
 
 
 def _batch(model: nn.Module, image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -87,9 +87,10 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
     from .inference import digit_record, load
 
     path = Path(path)
-    out = Path(out) if out else path.with_name(path.stem + EXPLAINED)
-    if out.suffix.lower() != ".png":
-        raise DigitsError(f"--out {out}: the explanation is a PNG picture; give a name ending in .png")
+    out = (output_file(out, ".png", "the explanation is a PNG picture") if out
+           else path.with_name(path.stem + EXPLAINED))
+    if out.resolve() == path.resolve():
+        raise DigitsError(f"--out {out} is the picture being explained — give another name")
     classifier = load(model)
     network = classifier.network
     if network is None:
@@ -101,9 +102,6 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
     classes = classifier.info["classes"]
     figure = explanation_figure([prepared], [integrated_gradients(network, prepared, digit)], probabilities[None],
                                 classes, [f"{path.name}: {classes[digit]} ({probabilities[digit]:.1%})"])
-    try:
-        save(figure, out)
-    except OSError as e:
-        raise DigitsError(f"{out}: cannot write ({e.strerror}) — choose another --out") from None
+    write_output(out, png(figure))
     return {"file": str(path), **digit_record(probabilities), "model": classifier.info["source"],
             "picture": str(out)}

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import DigitsError
+
 RUNS_DIR = Path("runs")  # where runs go unless told otherwise, relative to the working folder
 RUN_CHECKPOINT = "model.pt"  # in a run's folder
 ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
@@ -52,3 +54,28 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def output_file(out: str | Path, suffix: str, kind: str) -> Path:
+    """A file that a command was asked to write (its --out). It must end in ``suffix``, so
+    that it can never be a checkpoint, a manifest, or a picture the command reads."""
+    out = Path(out)
+    if out.suffix.lower() != suffix or out.is_dir():
+        raise DigitsError(f"--out {out}: {kind}; give a file name ending in {suffix}")
+    return out
+
+
+def output_folder(out: str | Path) -> Path:
+    """A folder that a command was asked to write its files into (its --out)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DigitsError(f"--out {out}: a file, not a folder — give a folder for the files this writes")
+    return out
+
+
+def write_output(path: str | Path, data: bytes) -> None:
+    """atomic_write for a file the user named: a failure is one line that says what to do."""
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise DigitsError(f"{path}: cannot write ({e.strerror}) — choose another --out") from None

@@ -25,7 +25,7 @@ from .engine import resolve_device
 from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, output_file, write_output
 from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure,
                     picture_grid, png, reliability_figure)
 
@@ -38,16 +38,18 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: Da
                  data_dir: str | Path | None = None, device: str = "auto") -> Path:
     """Write the HTML report of a run (default ``RUN_DIR/report.html``) and return its path."""
     run_dir = _run_folder(run_dir)
+    out = output_file(out, ".html", "the report is an HTML page") if out else run_dir / REPORT_NAME
     model, payload = load_model(_checkpoint_path(run_dir))
     data = data or load_dataset(payload.get("dataset", "mnist"), data_dir)
     result = evaluate(model.to(resolve_device(device)), data.test_split("report on"))
-    out = Path(out) if out else run_dir / REPORT_NAME
-    _write(out, render(run_dir, payload, model, data, result).encode())
+    write_output(out, render(run_dir, payload, model, data, result).encode())
     return out
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png") -> list[dict[str, Any]]:
-    """One row per run (accuracy, loss, training time, parameters) and a figure of their curves."""
+    """One row per run (its dataset, what validated it, accuracy, loss, training time,
+    parameters) and a figure of their curves."""
+    out = output_file(out, ".png", "the comparison is a PNG picture")
     histories: dict[str, list[dict[str, Any]]] = {}
     rows, seen = [], set()
     for run_dir in run_dirs:
@@ -60,10 +62,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
         if not history:
             raise DigitsError(f"{name}: the run has no finished epoch yet — train it first")
         histories[name] = history
-        rows.append({"run": name, "model": payload["model"], "epochs": len(history),
+        holdout = payload.get("config", {}).get("holdout")
+        rows.append({"run": name, "model": payload["model"], "dataset": payload.get("dataset", "mnist"),
+                     "validation": f"{holdout:,} held out" if holdout else "test set", "epochs": len(history),
                      "accuracy": history[-1]["val_accuracy"], "loss": history[-1]["val_loss"],
                      "seconds": sum(h["seconds"] for h in history), "parameters": payload.get("parameters", 0)})
-    _write(out, png(comparison_figure(histories)))
+    write_output(out, png(comparison_figure(histories)))
     return rows
 
 
@@ -80,13 +84,6 @@ def _checkpoint_path(run_dir: Path) -> Path:
     if not (run_dir / RUN_CHECKPOINT).is_file():
         raise DigitsError(f"{run_dir}: no {RUN_CHECKPOINT} here — give a run folder written by `digits train`")
     return run_dir / RUN_CHECKPOINT
-
-
-def _write(path: str | Path, data: bytes) -> None:
-    try:
-        atomic_write(path, data)
-    except OSError as e:
-        raise DigitsError(f"{path}: cannot write ({e.strerror}) — choose another --out") from None
 
 
 # --- the page ----------------------------------------------------------------------
