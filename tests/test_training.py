@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -254,8 +255,17 @@ def test_resuming_a_checkpoint_without_training_state_is_refused(learned, tmp_pa
     assert load_checkpoint(tmp_path / "model.pt").keys() == inference_only.keys()  # left as it was
 
 
-@pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"subset": 0}])
+@pytest.mark.parametrize("setting", [{"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"subset": 0},
+                                     {"lr": math.inf}, {"epochs": math.inf}, {"lr": math.nan}])
 def test_bad_settings_are_refused(small, tmp_path, setting):
     with pytest.raises(DigitsError, match="positive"):
         train(TrainConfig(out=tmp_path, **setting), data=small, verbose=False)
     assert not tmp_path.joinpath("model.pt").exists()
+
+
+def test_a_dataset_without_training_images_is_refused_and_leaves_no_folder(make_dataset, tmp_path):
+    empty = make_dataset(tmp_path / "empty", train=0, test=50)
+    for model in ("seed", "fast"):
+        with pytest.raises(DigitsError, match="empty has no training images"):
+            train(TrainConfig(model=model, dataset="empty", data_dir=empty, out=tmp_path / model), verbose=False)
+        assert not (tmp_path / model).exists()

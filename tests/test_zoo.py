@@ -82,6 +82,15 @@ def test_elapsed_time_accumulates_over_epochs(small, tmp_path):
     run = train(TrainConfig(model="fast", epochs=2, out=tmp_path, report=False), small, verbose=False)
     first, second = run.history
     assert second["elapsed"] == pytest.approx(first["seconds"] + second["seconds"], abs=0.01)
+    # the lr of each epoch's last step: a one-cycle schedule ends at lr / (25 × 10⁴)
+    assert second["lr"] == pytest.approx(get_entry("fast").recipe.lr / 25e4, rel=1e-6)
+
+
+def test_a_target_reached_at_the_last_epoch_stopped_nothing(small, tmp_path):
+    run = train(TrainConfig(model="fast", epochs=1, target_accuracy=0.1, out=tmp_path, report=False),
+                small, verbose=False)
+    assert run.accuracy >= 0.1 and run.time_to(0.1) == run.history[0]["elapsed"]
+    assert load_checkpoint(tmp_path / "model.pt").get("stopped") is None
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -24,7 +24,9 @@ class Augment:
     rotate: float = 10.0  # degrees
     scale: float = 0.1  # relative: 0.1 draws a zoom in [0.9, 1.1]
     shift: float = 2.0  # pixels
-    elastic: float = 0.0  # largest displacement of the elastic field, pixels; 0 turns it off
+    # The elastic field's displacements at its coarse grid points, up to this many pixels (0
+    # turns it off); bicubic upsampling overshoots between them, up to about 2.2 px for 1.5.
+    elastic: float = 0.0
     elastic_grid: int = 4  # the field's resolution (coarser is smoother) before upsampling
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

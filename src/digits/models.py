@@ -29,8 +29,10 @@ class Recipe:
     batch_size: int = 32
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | adamw | sgd
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-7  # Keras's Adam default, not PyTorch's 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)  # a one-cycle schedule cycles β₁ 0.95 → 0.85 → 0.95 instead
+    # Keras's Adam default, not PyTorch's 1e-8. Keras adds it to √v before the bias correction,
+    # PyTorch after, which matters only for gradients near ε in the first steps.
+    eps: float = 1e-7
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | onecycle
     label_smoothing: float = 0.0

@@ -117,6 +117,8 @@ def split_for_training(data: Dataset, subset: int | None = None, holdout: int | 
     """(training, validation) splits: the test set validates unless ``holdout`` images of the
     training set are set aside for it, which is what tuning a recipe honestly needs."""
     train, validation = data.train, data.test
+    if not len(train):
+        raise DigitsError(f"{data.name} has no training images — train on a dataset that has some")
     if holdout is not None:
         if not 0 < holdout < len(train):
             raise DigitsError(f"--holdout {holdout}: give a number between 1 and {len(train) - 1}")
@@ -214,7 +216,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     if not config.resume and any((folder / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
         raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
     for flag, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size), ("--lr", recipe.lr)):
-        if not value > 0:
+        if not (value > 0 and math.isfinite(value)):
             raise DigitsError(f"{flag} {value:g}: give a positive number")
         if flag != "--lr" and value != int(value):
             raise DigitsError(f"{flag} {value:g}: give a whole number")
@@ -294,6 +296,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                     loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    lr = optimizer.param_groups[0]["lr"]  # this step's: the schedule moves on after it
                     optimizer.step()
                     if scheduler:
                         scheduler.step()
@@ -315,12 +318,14 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         val = evaluate(model, validation)
         # Rank 0's figure decides, for every rank: batch norm's running statistics differ a little
         # between ranks, and so would their accuracies and decisions.
-        if config.target_accuracy and world.any(world.is_main and val.accuracy >= config.target_accuracy):
+        # A run that reaches its target at its last epoch was not stopped: nothing was chosen.
+        if (config.target_accuracy and epoch + 1 < recipe.epochs
+                and world.any(world.is_main and val.accuracy >= config.target_accuracy)):
             stopped = f"target accuracy {config.target_accuracy:g} reached"
         history.append({"epoch": epoch + 1, "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
                         "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "val_loss": val.loss, "val_accuracy": val.accuracy,
-                        "batch_size": global_batch, "lr": optimizer.param_groups[0]["lr"],
+                        "batch_size": global_batch, "lr": lr,
                         "processes": world.size})
         if world.is_main:  # one writer: the other ranks hold the same weights
             save_checkpoint(checkpoint, {
