@@ -225,6 +225,24 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"format": "digits-checkpoint-2"}, "written by another version of digits (digits-checkpoint-2; this version "
+                                        "reads digits-checkpoint-1)"),
+    ({"recipe": None, "classes": 5}, "a damaged digits checkpoint (classes of the wrong kind)"),
+    ({"classes": ["a", "b", "c"]}, "classes are not ten names"),
+    ({"config": [1], "history": "abc"}, "config, history of the wrong kind"),
+    ({"history": [{"x": 1}]}, "a history row without its val_accuracy"),
+    ({"recipe": {"temperature": "hot"}}, "a recipe of the wrong kind"),
+    ({"recipe": {"test_time_augment": "no"}}, "a recipe of the wrong kind"),
+    ({"model": "resnet9000"}, "model 'resnet9000' is not in this version's zoo"),
+])
+def test_a_tampered_or_foreign_checkpoint_is_one_line(learned, tmp_path, change, message):
+    save_checkpoint(tmp_path / "model.pt", {**load_checkpoint(learned.checkpoint), **change})
+    with pytest.raises(DigitsError) as error:
+        load_model(tmp_path / "model.pt")
+    assert str(error.value).startswith(f"{tmp_path / 'model.pt'}: ") and message in str(error.value)
+
+
 def test_resuming_another_models_checkpoint_is_refused(learned, tmp_path):
     payload = load_checkpoint(learned.checkpoint)
     save_checkpoint(tmp_path / "model.pt", {**payload, "model": "lenet"})

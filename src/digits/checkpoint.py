@@ -22,6 +22,10 @@ from .models import Ensemble, ZooModel, create_model
 
 FORMAT = "digits-checkpoint-1"
 REQUIRED = ("format", "model", "normalize", "state_dict", "classes")
+# What each field holds when present: a damaged or hand-edited file is refused on loading, in
+# one line, rather than met later as a traceback.
+KINDS = {"model": str, "normalize": bool, "state_dict": dict, "classes": list, "dataset": str, "recipe": dict,
+         "config": dict, "history": list, "stopped": str}
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -42,9 +46,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         hint = ("an ONNX export; give the run's model.pt" if path.suffix == ".onnx" else
                 "damaged, or not written by `digits train`; give a run's model.pt or its folder")
         raise DigitsError(f"{path}: not a readable digits checkpoint ({hint})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in REQUIRED):
-        raise DigitsError(f"{path}: not a digits checkpoint (missing fields)")
+    if not isinstance(payload, dict) or not str(payload.get("format")).startswith(FORMAT[:-1]):
+        raise DigitsError(f"{path}: not a digits checkpoint")
+    if payload["format"] != FORMAT:
+        raise DigitsError(f"{path}: written by another version of digits ({payload['format']}; this version reads "
+                          f"{FORMAT}) — use that version, or retrain")
+    problem = _field_problem(payload)
+    if problem:
+        raise DigitsError(f"{path}: a damaged digits checkpoint ({problem})")
     return payload
+
+
+def _field_problem(payload: dict[str, Any]) -> str | None:
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        return f"no {', '.join(missing)}"
+    wrong = [key for key, kind in KINDS.items() if payload.get(key) is not None and not isinstance(payload[key], kind)]
+    if wrong:
+        return f"{', '.join(wrong)} of the wrong kind"
+    if len(payload["classes"]) != 10 or not all(isinstance(name, str) for name in payload["classes"]):
+        return "classes are not ten names"
+    if not all(isinstance(row, dict) and _is_number(row.get("val_accuracy")) for row in payload.get("history") or []):
+        return "a history row without its val_accuracy"
+    recipe = payload.get("recipe") or {}
+    if not (isinstance(recipe.get("test_time_augment", False), bool) and _is_number(recipe.get("temperature", 1))
+            and recipe.get("temperature", 1) > 0):
+        return "a recipe of the wrong kind"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def load_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | Path = "checkpoint") -> None:
@@ -61,9 +93,13 @@ def load_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | 
 def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> ZooModel:
     """The network a checkpoint describes, with its weights, in evaluation mode."""
     # A checkpoint saved before recipes had test_time_augment or temperature reads as it did then.
-    recipe = payload.get("recipe", {})
-    model = create_model(payload["model"], payload["normalize"], recipe.get("test_time_augment", False),
-                         recipe.get("temperature", 1.0))
+    recipe = payload.get("recipe") or {}
+    try:
+        model = create_model(payload["model"], payload["normalize"], recipe.get("test_time_augment", False),
+                             recipe.get("temperature", 1.0))
+    except DigitsError:
+        raise DigitsError(f"{source}: model {payload['model']!r} is not in this version's zoo (digits models lists "
+                          "them) — use the version that trained it") from None
     load_weights(model, payload, source)
     return model.eval()
 
