@@ -133,6 +133,15 @@ def test_an_onnx_model_predicts_without_pytorch(exported, mnist, tmp_path):
                                     " — predict from its ONNX export instead")
 
 
+@pytest.mark.parametrize("command", [["export", "runs/x"], ["evaluate", "runs/x"], ["models"]])
+def test_a_command_that_needs_pytorch_says_so_where_it_is_missing(command):
+    script = NO_TORCH.partition("import digits")[0] + "from digits.cli import main\nsys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", script, *command], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == (
+        f"digits: error: digits {command[0]} needs PyTorch, which is not installed here (without it, digits "
+        "predicts and serves from ONNX exports) — pip install torch\n")
+
+
 def test_onnx_files_that_are_not_digit_models_are_refused(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(DigitsError, match="junk.onnx: not a readable ONNX model"):

@@ -434,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     except DigitsError as e:
         print(f"digits: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] != "torch":
+            raise
+        print(f"digits: error: digits {args.command} needs PyTorch, which is not installed here (without it, "
+              "digits predicts and serves from ONNX exports) — pip install torch", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("digits: interrupted", file=sys.stderr)
         return 130
