@@ -55,6 +55,21 @@ def test_json_lines_for_every_kind_of_picture(pictures, model, learned, capsys):
     assert {p.suffix for p, _, _ in pictures} == {".gif", ".jpg", ".bmp", ".tif", ".png", ".webp"}
 
 
+def test_a_fashion_model_names_its_classes(pictures, model, tmp_path, capsys):
+    payload = digits.load_checkpoint(model)
+    fashion = list(digits.DATASETS["fashion-mnist"].classes)
+    digits.save_checkpoint(tmp_path / "model.pt", {**payload, "dataset": "fashion-mnist", "classes": fashion})
+    picture = str(pictures[0][0])
+    status, out, _ = run(capsys, picture, "--model", str(tmp_path), "--json")
+    record = json.loads(out)
+    assert status == 0 and record["class"] == fashion[record["digit"]]
+    assert [t["class"] for t in record["top3"]] == [fashion[t["digit"]] for t in record["top3"]]
+    status, out, _ = run(capsys, picture, "--model", str(tmp_path))
+    assert status == 0 and "│ class " in out.replace("┃", "│") and f" {record['class']} " in out
+    assert main(["explain", picture, "--model", str(tmp_path), "--out", str(tmp_path / "why.png")]) == 0
+    assert capsys.readouterr().out.startswith(f"{picture}: {record['class']} (")
+
+
 def test_table_and_csv(pictures, model, capsys):
     files = [str(p) for p, kind, _ in pictures if kind == "rgba_canvas"][:3]
     status, out, _ = run(capsys, *files, "--model", model)

@@ -240,8 +240,10 @@ def _print_predictions(records: list[dict], info: dict, number: bool) -> None:
         columns = {"file": ("file", str), "number": ("number", "{}".format), "confidence": ("confidence", percent),
                    "confidences": ("each digit", lambda cs: " · ".join(map(percent, cs)))}
     else:
-        columns = {"file": ("file", str), "digit": ("digit", "{}".format), "confidence": ("confidence", percent),
-                   "top3": ("top-3", lambda top: " · ".join(f"{t['digit']} {t['probability']:.1%}" for t in top))}
+        named = list(info["classes"]) != list("0123456789")  # Fashion-MNIST's classes have names
+        columns = {"file": ("file", str), "class": ("class" if named else "digit", str),
+                   "confidence": ("confidence", percent),
+                   "top3": ("top-3", lambda top: " · ".join(f"{t['class']} {t['probability']:.1%}" for t in top))}
     _print_table(f"{info['name']} ({info['backend']} {info['precision']}, {info['source']})", records, columns)
 
 
@@ -263,8 +265,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from .explain import explain_picture
 
     result = explain_picture(args.image, args.model, args.out)
-    print(f"{result['file']}: {result['digit']} ({result['confidence']:.1%}) — top 3: "
-          + " · ".join(f"{t['digit']} {t['probability']:.1%}" for t in result["top3"]))
+    print(f"{result['file']}: {result['class']} ({result['confidence']:.1%}) — top 3: "
+          + " · ".join(f"{t['class']} {t['probability']:.1%}" for t in result["top3"]))
     print(f"wrote {result['picture']}")
 
 

@@ -103,5 +103,5 @@ def explain_picture(path: str | Path, model: str | Path | None = None,
     figure = explanation_figure([prepared], [integrated_gradients(network, prepared, digit)], probabilities[None],
                                 classes, [f"{path.name}: {classes[digit]} ({probabilities[digit]:.1%})"])
     write_output(out, png(figure))
-    return {"file": str(path), **digit_record(probabilities), "model": classifier.info["source"],
+    return {"file": str(path), **digit_record(probabilities, classes), "model": classifier.info["source"],
             "picture": str(out)}

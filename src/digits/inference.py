@@ -393,7 +393,7 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
                     seen = record.pop("images")
                 else:
                     seen = [classifier.prepare(file)]
-                    record = digit_record(classifier.predict_prepared(seen[0][None])[0])
+                    record = digit_record(classifier.predict_prepared(seen[0][None])[0], classifier.info["classes"])
             except DigitsError as e:
                 yield {"file": str(file), "error": str(e)}
                 continue
@@ -404,11 +404,12 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
             yield {"file": str(file), **record}
 
 
-def digit_record(p: np.ndarray) -> dict[str, Any]:
-    """What `digits predict --json` says of one digit's probabilities: digit, confidence, top 3."""
+def digit_record(p: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """What `digits predict --json` says of one picture's probabilities: the digit (the class's
+    number) and its class's name ("7", or "Sneaker" for Fashion-MNIST), confidence, top 3."""
     top = np.argsort(-p)[:3]
-    return {"digit": int(top[0]), "confidence": round(float(p[top[0]]), 6),
-            "top3": [{"digit": int(d), "probability": round(float(p[d]), 6)} for d in top],
+    return {"digit": int(top[0]), "class": classes[top[0]], "confidence": round(float(p[top[0]]), 6),
+            "top3": [{"digit": int(d), "class": classes[d], "probability": round(float(p[d]), 6)} for d in top],
             "probabilities": [round(float(v), 6) for v in p]}
 
 
