@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 
 import digits
 from digits import DigitsError
+from digits.checkpoint import save_ensemble
 from digits.cli import main
 from digits.export import export_onnx
 from pictures import ink_on_paper
@@ -96,6 +97,16 @@ def test_backend_onnx_with_a_checkpoint_uses_its_export(exported, tmp_path):
     os.utime(lonely, (later, later))
     with pytest.raises(DigitsError, match=r"model.onnx is older than .*model.pt, which has changed since: export"):
         digits.load(lonely, backend="onnx")
+    # An ensemble's export is stale as soon as one of its members has changed.
+    member = tmp_path / "member" / "model.pt"
+    member.parent.mkdir()
+    shutil.copy(checkpoint, member)
+    save_ensemble(tmp_path / "both", [checkpoint, member], "seed")
+    shutil.copy(path, tmp_path / "both" / "ensemble.onnx")
+    assert digits.load(tmp_path / "both", backend="onnx").info["backend"] == "onnx"
+    os.utime(member, (later, later))
+    with pytest.raises(DigitsError, match=r"ensemble.onnx is older than .*member/model.pt, which has changed since"):
+        digits.load(tmp_path / "both", backend="onnx")
 
 
 NO_TORCH = """
@@ -177,6 +188,11 @@ def test_an_onnx_digit_classifier_from_another_tool_reads_digits(exported, mnist
     assert theirs.info["accuracy"] is None
     digits_ = mnist.test.images[:50].numpy()
     np.testing.assert_array_equal(theirs.predict(digits_), ours.predict(digits_))
+    for value in (model.graph.input[0], model.graph.output[0]):  # an export that takes 4 digits at a time
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(model, tmp_path / "fixed.onnx")
+    np.testing.assert_allclose(digits.load(tmp_path / "fixed.onnx").predict_proba(digits_[:10]),
+                               ours.predict_proba(digits_[:10]), atol=1e-6)
 
 
 def test_export_command_errors_are_one_line(learned, tmp_path, capsys):
@@ -188,12 +204,15 @@ def test_export_command_errors_are_one_line(learned, tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
-def test_an_onnx_classifier_pickles(exported, mnist):
+def test_an_onnx_classifier_pickles_with_its_model(exported, mnist, tmp_path):
     import pickle
 
     _, path, _ = exported
-    classifier = digits.load(path)
-    copy = pickle.loads(pickle.dumps(classifier))
+    shutil.copy(path, tmp_path / "model.onnx")
+    classifier = digits.load(tmp_path / "model.onnx")
+    pickled = pickle.dumps(classifier)
+    (tmp_path / "model.onnx").unlink()  # the file may be gone, or another model, where it is unpickled
+    copy = pickle.loads(pickled)
     digits_ = mnist.test.images[:20].numpy()
     np.testing.assert_array_equal(copy.predict_proba(digits_), classifier.predict_proba(digits_))
 

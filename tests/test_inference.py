@@ -11,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 import digits
-from digits import Classifier, DigitsError, evaluate, load_checkpoint, save_checkpoint
+from digits import DATASETS, Classifier, DigitsError, evaluate, load_checkpoint, save_checkpoint
 from digits.inference import TRAIN_HINT
 from pictures import ink_on_paper, light_on_dark, number_picture
 
@@ -137,6 +138,16 @@ def test_pictures_in_other_containers(classifier, mnist, tmp_path):
 def test_an_unfitted_classifier_says_what_to_do():
     with pytest.raises(DigitsError, match=r"not trained yet — call fit\(\)"):
         Classifier(model="seed").predict(np.zeros((1, 28, 28), np.uint8))
+    with pytest.raises(NotFittedError):  # as scikit-learn's own estimators raise
+        Classifier(model="seed").predict_proba(np.zeros((1, 28, 28), np.uint8))
+
+
+def test_a_loaded_classifier_s_parameters_name_its_own_dataset(learned, tmp_path):
+    payload = load_checkpoint(learned.checkpoint)
+    save_checkpoint(tmp_path / "model.pt", {**payload, "dataset": "fashion-mnist",
+                                            "classes": list(DATASETS["fashion-mnist"].classes)})
+    params = digits.load(tmp_path / "model.pt").get_params()
+    assert params["dataset"] == "fashion-mnist" and params["model"] == "seed"  # so clone(...).fit() retrains alike
 
 
 def test_fit_on_given_pictures_with_the_training_engine(mnist, tmp_path):

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import torch
 
 from .errors import DigitsError
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, model_file, output_folder
+from .files import (ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, member_checkpoints, model_file, output_folder,
+                    read_manifest)
 from .models import Ensemble, ZooModel, create_model
 
 FORMAT = "digits-checkpoint-1"
@@ -132,35 +133,6 @@ def assemble(members: Sequence[str | Path], described: dict[str, Any]) -> tuple[
                "saved": max((p.get("saved") or "" for p in payloads)) or None,
                "accuracy": described.get("accuracy") if validated_on_test_set else None}
     return Ensemble([model for model, _ in loaded]).eval(), payload
-
-
-def read_manifest(manifest: Path) -> dict[str, Any]:
-    """An ensemble manifest's contents, checked to name at least one member."""
-    if not manifest.is_file():
-        raise DigitsError(f"{manifest.parent}: no {RUN_CHECKPOINT} or {ENSEMBLE_MANIFEST} there")
-    try:
-        described = json.loads(manifest.read_text())
-        members = described["members"]
-    except (ValueError, KeyError, TypeError):
-        members = None
-    if not isinstance(members, list) or not all(isinstance(member, str) for member in members):
-        raise DigitsError(f"{manifest}: not a digits ensemble manifest (it names its members' checkpoints in a list)")
-    if not members:
-        raise DigitsError(f"{manifest}: the ensemble has no members")
-    # An ensemble's members are checkpoints: one naming an ensemble (itself, say) would never end.
-    nested = next((m for m in members if model_file(manifest.parent / m).name == ENSEMBLE_MANIFEST), None)
-    if nested is not None:
-        raise DigitsError(f"{manifest}: member {nested!r} is an ensemble, not a checkpoint; name its members instead")
-    return described
-
-
-def member_checkpoints(path: str | Path) -> list[Path]:
-    """The checkpoint files a model stands for: a run's own, or every member of an ensemble."""
-    path = model_file(path)
-    if path.name != ENSEMBLE_MANIFEST:
-        return [path]
-    members = read_manifest(path)["members"]
-    return [file for member in members for file in member_checkpoints(os.path.normpath(path.parent / member))]
 
 
 def save_ensemble(folder: str | Path, checkpoints: Sequence[str | Path], model: str, **facts: Any) -> Path:

@@ -5,6 +5,7 @@ No PyTorch here: the ONNX-only install reads run folders too.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +29,35 @@ def model_file(path: str | Path) -> Path:
     if not path.is_dir():
         return path
     return path / (RUN_CHECKPOINT if (path / RUN_CHECKPOINT).is_file() else ENSEMBLE_MANIFEST)
+
+
+def read_manifest(manifest: Path) -> dict[str, Any]:
+    """An ensemble manifest's contents, checked to name at least one member."""
+    if not manifest.is_file():
+        raise DigitsError(f"{manifest.parent}: no {RUN_CHECKPOINT} or {ENSEMBLE_MANIFEST} there")
+    try:
+        described = json.loads(manifest.read_text())
+        members = described["members"]
+    except (ValueError, KeyError, TypeError):
+        members = None
+    if not isinstance(members, list) or not all(isinstance(member, str) for member in members):
+        raise DigitsError(f"{manifest}: not a digits ensemble manifest (it names its members' checkpoints in a list)")
+    if not members:
+        raise DigitsError(f"{manifest}: the ensemble has no members")
+    # An ensemble's members are checkpoints: one naming an ensemble (itself, say) would never end.
+    nested = next((m for m in members if model_file(manifest.parent / m).name == ENSEMBLE_MANIFEST), None)
+    if nested is not None:
+        raise DigitsError(f"{manifest}: member {nested!r} is an ensemble, not a checkpoint; name its members instead")
+    return described
+
+
+def member_checkpoints(path: str | Path) -> list[Path]:
+    """The checkpoint files a model stands for: a run's own, or every member of an ensemble."""
+    path = model_file(path)
+    if path.name != ENSEMBLE_MANIFEST:
+        return [path]
+    members = read_manifest(path)["members"]
+    return [file for member in members for file in member_checkpoints(os.path.normpath(path.parent / member))]
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

@@ -19,9 +19,11 @@ import numpy as np
 import scipy.special
 from PIL import Image
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 
 from .errors import DigitsError
-from .files import EXPLAINED, RUN_CHECKPOINT, RUNS_DIR, atomic_write, model_file, newest_runs_first
+from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUN_CHECKPOINT, RUNS_DIR, atomic_write, member_checkpoints, model_file,
+                    newest_runs_first)
 from .prepare import FIELD, UNIT_TOP, Source, is_array, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
@@ -76,16 +78,19 @@ class OnnxBackend:
     name = "onnx"
     precision = "fp32"
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, serialized: bytes | None = None):
         try:
             import onnxruntime
         except ImportError:
             raise DigitsError("ONNX Runtime is not installed — pip install 'digits[onnx]'") from None
-        if not path.is_file():
+        if serialized is None and not path.is_file():
             raise DigitsError(f"{path}: no such ONNX file — make one with `digits export CHECKPOINT`")
+        self.path = path
+        # The model itself is kept, not only its path: a pickled classifier then reads the same
+        # model wherever it is unpickled, whatever has become of the file.
+        self.serialized = path.read_bytes() if serialized is None else serialized
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(self.serialized, providers=["CPUExecutionProvider"])
         except Exception as e:  # ONNX Runtime's errors share no base class but Exception
             reason = (str(e).strip() or type(e).__name__).splitlines()[0]
             raise DigitsError(f"{path}: not a readable ONNX model ({reason})") from None
@@ -96,6 +101,8 @@ class OnnxBackend:
             raise DigitsError(f"{path}: not a digit classifier (it takes {takes}, not float images of shape "
                               f"[N, 1, {FIELD}, {FIELD}]) — export one with `digits export CHECKPOINT`")
         self.input = inputs[0].name
+        fixed = inputs[0].shape[0]  # an export from another tool may take batches of one size only
+        self.fixed_batch = fixed if isinstance(fixed, int) else None
         try:
             described = json.loads(self.session.get_modelmeta().custom_metadata_map.get("digits", "{}"))
         except ValueError:
@@ -104,15 +111,19 @@ class OnnxBackend:
         self.info = {"name": path.stem, "parameters": None, "accuracy": None, "trained": None, "dataset": None,
                      "classes": list("0123456789"), **(described if isinstance(described, dict) else {})}
 
-    def __getstate__(self) -> dict[str, Any]:  # a session cannot be pickled; the file it was read from can
-        return {"path": self.path}
+    def __getstate__(self) -> dict[str, Any]:  # a session cannot be pickled; the model it was made from can
+        return {"path": self.path, "serialized": self.serialized}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], state["serialized"])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        out = [self.session.run(None, {self.input: batch[i:i + ONNX_BATCH, None].astype(np.float32)})[0]
-               for i in range(0, len(batch), ONNX_BATCH)]
+        size, out = self.fixed_batch or ONNX_BATCH, []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size, None].astype(np.float32)
+            if self.fixed_batch and len(chunk) < size:  # filled up with blanks, whose answers are dropped
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+            out.append(self.session.run(None, {self.input: chunk})[0][:len(batch) - start])
         return np.concatenate(out) if out else np.empty((0, 10), np.float32)
 
 
@@ -161,18 +172,26 @@ def load(path: str | Path | None = None, backend: str = "auto", device: str = "a
         raise DigitsError(f"{path}: an ONNX file runs on the onnx backend — use --backend onnx")
     if not is_onnx and backend == "onnx":
         export = path.with_suffix(".onnx")
-        if export.is_file() and path.is_file() and export.stat().st_mtime < path.stat().st_mtime:
-            raise DigitsError(f"{export} is older than {path}, which has changed since: export it again "
-                              f"with `digits export {path}`")
+        if export.is_file() and path.is_file():
+            sources = [path, *(member_checkpoints(path) if path.name == ENSEMBLE_MANIFEST else [])]
+            changed = max((file for file in sources if file.is_file()), key=lambda file: file.stat().st_mtime)
+            if export.stat().st_mtime < changed.stat().st_mtime:
+                raise DigitsError(f"{export} is older than {changed}, which has changed since: export it again "
+                                  f"with `digits export {path}`")
         path = export
     if path.suffix.lower() == ".onnx":
         engine = OnnxBackend(path)
     else:
         engine = TorchBackend(path, device, precision)
-    return Classifier(model=engine.info.get("name"), device=device, precision=precision)._fitted(engine, path)
+    return Classifier(model=engine.info.get("name"), dataset=engine.info.get("dataset") or "mnist", device=device,
+                      precision=precision)._fitted(engine, path)
 
 
 # --- the classifier ---------------------------------------------------------------
+
+class NotTrained(DigitsError, NotFittedError):
+    """A classifier used before fit(): one line for the command line, NotFittedError for scikit-learn."""
+
 
 class Classifier(ClassifierMixin, BaseEstimator):
     """A digit classifier with scikit-learn's interface, for any picture of a digit.
@@ -242,7 +261,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def _backend(self) -> TorchBackend | OnnxBackend:
         if not hasattr(self, "backend_"):
-            raise DigitsError("this Classifier is not trained yet — call fit() or use digits.load(path)")
+            raise NotTrained("this Classifier is not trained yet — call fit() or use digits.load(path)")
         return self.backend_
 
     def prepare(self, image: Source) -> np.ndarray:

@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model, member_checkpoints
+from .checkpoint import load_checkpoint, load_model
 from .data import Dataset, load_dataset
 from .engine import resolve_device
 from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, output_file, write_output
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, member_checkpoints, output_file, write_output
 from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure,
                     picture_grid, png, reliability_figure)
 
