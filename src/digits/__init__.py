@@ -4,6 +4,7 @@ The public API; the command line and the service are thin layers over it.
 """
 
 import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -26,7 +27,7 @@ _LAZY = {
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)

@@ -17,7 +17,6 @@ per kind of layer, forward and backward, and the rate its convolutions reach.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import statistics
 import tempfile
@@ -31,7 +30,7 @@ import torch
 from .data import Dataset, Split
 from .engine import autocast, cpu_threads, predict_logits, resolve_device, resolve_precision
 from .errors import DigitsError
-from .files import atomic_write
+from .files import write_json
 from .models import count_parameters, create_model, get_entry
 from .training import STEP_LABEL, Run, TrainConfig, train
 
@@ -217,7 +216,7 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
         for row in rows:
             row["share_of_peak"] = row["train_gflops"] / result["peak_gflops"][row["precision"]]
     if out:
-        atomic_write(out, (json.dumps(result, indent=2) + "\n").encode())
+        write_json(out, result)
     return result
 
 

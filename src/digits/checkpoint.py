@@ -9,16 +9,15 @@ resuming needs (optimizer and scheduler state, epochs done, history, configurati
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .errors import DigitsError
-from .files import (ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, member_checkpoints, model_file, output_folder,
-                    read_manifest)
+from .files import (ENSEMBLE_MANIFEST, RUN_CHECKPOINT, atomic_write, holds_model, member_checkpoints, model_file,
+                    newest_runs_first, output_folder, read_manifest, write_json)
 from .models import Ensemble, ZooModel, create_model
 
 FORMAT = "digits-checkpoint-1"
@@ -78,6 +77,18 @@ def _field_problem(payload: dict[str, Any]) -> str | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def newest_checkpoint(accept: Callable[[dict[str, Any]], bool] | None = None) -> Path | None:
+    """The newest checkpoint under RUNS_DIR, whatever its run's folder is called (`--out runs/try`
+    names a run too), that ``accept`` takes (given its payload; any, without it)."""
+    for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):
+        try:
+            if accept is None or accept(load_checkpoint(checkpoint)):
+                return checkpoint
+        except DigitsError:  # not a checkpoint of ours
+            continue
+    return None
 
 
 def load_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | Path = "checkpoint") -> None:
@@ -142,7 +153,7 @@ def save_ensemble(folder: str | Path, checkpoints: Sequence[str | Path], model: 
     # Relative between real paths: through a symbolic link, ".." leads out of where the link points.
     members = [Path(os.path.relpath(Path(file).resolve(), folder.resolve())).as_posix() for file in checkpoints]
     manifest = {"model": model, "members": members, **facts}
-    atomic_write(folder / ENSEMBLE_MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_json(folder / ENSEMBLE_MANIFEST, manifest)
     return folder / ENSEMBLE_MANIFEST
 
 
@@ -153,7 +164,7 @@ def ensemble_members(models: Sequence[str | Path], out: str | Path) -> tuple[lis
     out = output_folder(out)
     if len(models) < 2:
         raise DigitsError("give two or more models to combine into an ensemble")
-    if any((out / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
+    if holds_model(out):
         raise DigitsError(f"{out}: already holds a model; give --out a new folder")
     files = [file for model in models for file in member_checkpoints(model)]
     if len(set(map(os.path.realpath, files))) < len(files):

@@ -90,7 +90,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     """`digits benchmark --profile`: where each model's training step spends its time."""
     from .benchmark import profile_steps
     from .data import load_dataset
-    from .files import atomic_write
+    from .files import write_json
     from .models import get_entry
 
     if args.epochs is not None:
@@ -109,7 +109,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
             "part": ("part", str), "ms_per_step": ("ms/step", "{:.2f}".format), "share": ("share", "{:.0%}".format),
             "gflops": ("GFLOP/s", _or_dash("{:.0f}")), "share_of_peak": ("of peak", _or_dash("{:.0%}"))})
     out = args.out or "profile.json"  # not benchmark.json, which holds the benchmark's own results
-    atomic_write(out, (json.dumps({"profiles": profiles}, indent=2) + "\n").encode())
+    write_json(out, {"profiles": profiles})
     print(f"wrote {out}")
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .errors import DigitsError
 
@@ -84,6 +85,16 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def holds_model(folder: Path) -> bool:
+    """Whether a folder already holds a run's checkpoint or an ensemble's manifest."""
+    return any((folder / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST))
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """A JSON file, indented for people to read, written atomically."""
+    atomic_write(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def output_file(out: str | Path, suffix: str, kind: str) -> Path:

@@ -22,13 +22,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
 from .errors import DigitsError
-from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUN_CHECKPOINT, RUNS_DIR, atomic_write, member_checkpoints, model_file,
+from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
                     newest_runs_first)
 from .prepare import FIELD, UNIT_TOP, Source, is_array, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
-DEFAULT_MODEL = "DIGITS_MODEL"  # environment variable naming the user's default model
+DEFAULT_MODEL_VARIABLE = "DIGITS_MODEL"  # the environment variable naming the user's default model
 PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TRAIN_HINT = "train one with `digits train`, or pass --model CHECKPOINT"
 
@@ -131,14 +131,14 @@ class OnnxBackend:
 
 def default_model() -> Path:
     """The user's chosen default ($DIGITS_MODEL), else the newest finished run under runs/."""
-    chosen = os.environ.get(DEFAULT_MODEL)
+    chosen = os.environ.get(DEFAULT_MODEL_VARIABLE)
     if chosen:
         if not Path(chosen).exists():
-            raise DigitsError(f"${DEFAULT_MODEL} names {chosen}, which does not exist — set it to a trained "
+            raise DigitsError(f"${DEFAULT_MODEL_VARIABLE} names {chosen}, which does not exist — set it to a trained "
                               "model, or pass --model")
         return Path(chosen)
     try:
-        from .checkpoint import load_checkpoint
+        from .checkpoint import newest_checkpoint
     except ImportError:  # ONNX Runtime without PyTorch: the newest export
         exports = newest_runs_first("*/*.onnx")
         if not exports:
@@ -146,12 +146,9 @@ def default_model() -> Path:
         return exports[0]
 
     # A run still training has a checkpoint too; only a finished one is a default.
-    for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):
-        try:
-            if load_checkpoint(checkpoint).get("finished"):
-                return checkpoint
-        except DigitsError:
-            continue
+    checkpoint = newest_checkpoint(lambda payload: bool(payload.get("finished")))
+    if checkpoint:
+        return checkpoint
     raise DigitsError(f"no trained model under {RUNS_DIR}/ — {TRAIN_HINT}")
 
 

@@ -11,11 +11,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed, or wanted, on a server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from .files import atomic_write  # noqa: E402
 
 
-def png(figure) -> bytes:
+def png(figure: Figure) -> bytes:
     """A figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -23,7 +24,7 @@ def png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def save(figure, path: str | Path) -> None:
+def save(figure: Figure, path: str | Path) -> None:
     atomic_write(path, png(figure))
 
 
@@ -32,7 +33,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
     save(curves_figure(history), path)
 
 
-def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = None):
+def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = None) -> Figure:
     """Accuracy and loss per epoch, training against validation; ``best_epoch`` gets a marker."""
     epochs = [h["epoch"] for h in history]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -53,7 +54,7 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | Pa
     save(confusion_figure(confusion, classes), path)
 
 
-def confusion_figure(confusion: np.ndarray, classes: Sequence[str]):
+def confusion_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     figure, ax = plt.subplots(figsize=(6.5, 5.5))
     image = ax.imshow(confusion, cmap="Blues")
     figure.colorbar(image, ax=ax)
@@ -88,7 +89,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     save(figure, path)
 
 
-def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, ece: float):
+def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, ece: float) -> Figure:
     """Accuracy against confidence, binned: a calibrated model's bars reach the diagonal."""
     bins = len(counts)
     left = np.arange(bins) / bins
@@ -109,7 +110,7 @@ def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, counts: np.
 
 
 def picture_grid(pictures: np.ndarray, title: str, columns: int = 16, cmap: str = "gray",
-                 symmetric: bool = False):
+                 symmetric: bool = False) -> Figure:
     """Small pictures (N, H, W) tiled into one image: each stretched over its own range, or all
     on one scale centred on zero (``symmetric``, for weights)."""
     pictures = np.asarray(pictures, dtype=float)
@@ -134,7 +135,7 @@ def picture_grid(pictures: np.ndarray, title: str, columns: int = 16, cmap: str 
 
 
 def explanation_figure(images: Sequence[np.ndarray], saliencies: Sequence[np.ndarray],
-                       probabilities: np.ndarray, classes: Sequence[str], titles: Sequence[str]):
+                       probabilities: np.ndarray, classes: Sequence[str], titles: Sequence[str]) -> Figure:
     """Per digit, one row: the 28×28 input, its saliency over it, and the class probabilities.
 
     Red pixels pushed the score of the predicted class up, blue ones down; the stronger, the
@@ -167,7 +168,7 @@ def explanation_figure(images: Sequence[np.ndarray], saliencies: Sequence[np.nda
     return figure
 
 
-def comparison_figure(histories: dict[str, Sequence[dict[str, Any]]]):
+def comparison_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
     """Runs overlaid: validation (solid) and training (dashed) accuracy and loss per epoch."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for (name, history), color in zip(histories.items(), plt.cm.tab10.colors * 10):

@@ -31,7 +31,7 @@ from .plots import (comparison_figure, confusion_figure, curves_figure, explanat
 
 REPORT_NAME = "report.html"
 MISTAKES = 12  # the most confident mistakes shown with their top-3 probabilities
-EXPLAINED = 3  # correct predictions and mistakes each, explained with saliency maps
+EXPLAINED_EACH = 3  # correct predictions and mistakes each, explained with saliency maps
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: Dataset | None = None,
@@ -310,8 +310,8 @@ def _feature_maps(model: nn.Module, image: np.ndarray, label: str) -> str:
 
 def _saliency(model: nn.Module, images: np.ndarray, result: Evaluation, classes: Sequence[str]) -> str:
     p, predictions, labels = result.probabilities, result.predictions, result.labels
-    chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED],
-              *result.confident_mistakes()[:EXPLAINED]]
+    chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED_EACH],
+              *result.confident_mistakes()[:EXPLAINED_EACH]]
     titles = [f"test #{i}: true {classes[labels[i]]}, predicted {classes[predictions[i]]} "
               f"({p[i, predictions[i]]:.1%})" for i in chosen]
     saliencies = [integrated_gradients(model, images[i]) for i in chosen]

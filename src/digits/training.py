@@ -7,7 +7,6 @@ resumed from the checkpoint of epoch k continues exactly as the uninterrupted ru
 from __future__ import annotations
 
 import csv
-import json
 import io
 import math
 import platform
@@ -25,13 +24,13 @@ from torch.nn import functional as F
 from torch.profiler import record_function
 
 from . import __version__, distributed
-from .checkpoint import load_checkpoint, load_model, load_weights, save_checkpoint, save_ensemble
+from .checkpoint import load_checkpoint, load_model, load_weights, newest_checkpoint, save_checkpoint, save_ensemble
 from .data import Dataset, Split, load_dataset
 from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, newest_runs_first
+from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model, newest_runs_first, write_json
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -92,8 +91,7 @@ class Run:
         return next((h["elapsed"] for h in self.history if h["val_accuracy"] >= accuracy), None)
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe, options: dict | None = None) -> torch.optim.Optimizer:
-    options = options or {}
+def make_optimizer(model: nn.Module, recipe: Recipe, options: dict) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), recipe.lr, betas=recipe.betas, eps=recipe.eps,
                                 weight_decay=recipe.weight_decay, **options)
@@ -106,7 +104,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, options: dict | None = None
     raise DigitsError(f"unknown optimizer {recipe.optimizer!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
     if recipe.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
@@ -141,15 +140,9 @@ def default_run_dir(model: str) -> Path:
 
 
 def latest_run_dir(model: str | None = None) -> Path | None:
-    """The newest run folder under RUNS_DIR holding a checkpoint (of one model, if named),
-    whatever it is called: `--out runs/try` names a run too."""
-    for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):
-        try:
-            if model is None or load_checkpoint(checkpoint)["model"] == model:
-                return checkpoint.parent
-        except DigitsError:  # not a checkpoint of ours: not a run to resume
-            continue
-    return None
+    """The newest run folder under RUNS_DIR holding a checkpoint (of one model, if named)."""
+    checkpoint = newest_checkpoint(None if model is None else lambda payload: payload["model"] == model)
+    return checkpoint.parent if checkpoint else None
 
 
 def latest_ensemble_dir(name: str) -> Path | None:
@@ -213,7 +206,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                                                                lr=config.lr, normalize=config.normalize)
     folder = folder or default_run_dir(config.model)
     checkpoint = folder / RUN_CHECKPOINT
-    if not config.resume and any((folder / name).exists() for name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST)):
+    if not config.resume and holds_model(folder):
         raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
     for flag, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size), ("--lr", recipe.lr)):
         if not (value > 0 and math.isfinite(value)):
@@ -284,7 +277,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         model.train()
         seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         tick = time.perf_counter()
-        with _progress(console, f"Epoch {epoch + 1}/{recipe.epochs}", steps_per_epoch) as (progress, task):
+        with _EpochProgress(console, f"Epoch {epoch + 1}/{recipe.epochs}", steps_per_epoch) as (progress, task):
             for step in range(steps_per_epoch):
                 with record_function(STEP_LABEL):
                     index = order[step * batch_size:(step + 1) * batch_size]
@@ -486,7 +479,7 @@ def _plain(config: TrainConfig) -> dict[str, Any]:
 
 def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
     """history.json and history.csv: one row per epoch, rewritten after every epoch."""
-    atomic_write(folder / "history.json", (json.dumps(history, indent=2) + "\n").encode())
+    write_json(folder / "history.json", history)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(history[0]))
     writer.writeheader()
@@ -494,7 +487,7 @@ def write_history(folder: Path, history: list[dict[str, Any]]) -> None:
     atomic_write(folder / "history.csv", table.getvalue().encode())
 
 
-class _progress:
+class _EpochProgress:
     """A rich progress bar for one epoch: batches, images/s, loss, accuracy, ETA."""
 
     def __init__(self, console, description: str, total: int):
