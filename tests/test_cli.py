@@ -174,6 +174,7 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, damaged):
     (["--models", "fast", "nosuch"], "unknown model 'nosuch': choose one of seed, fast, best"),
     (["--profile", "--models", "fast", "nosuch"], "unknown model 'nosuch': choose one of seed, fast, best"),
     (["--models", "fast", "--out", "{tmp}"], "--out {tmp}: a folder; give a file name, such as {tmp}/benchmark.json"),
+    (["--profile", "--out", "{tmp}"], "--out {tmp}: a folder; give a file name, such as {tmp}/profile.json"),
 ])
 def test_benchmark_checks_its_models_and_out_before_training_any(args, reason, tmp_path):
     result = digits("benchmark", "--no-keras", "--subset", "2560", *(a.format(tmp=tmp_path) for a in args))

@@ -187,10 +187,7 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
 
     ``subset`` trains on the first N training images only: a quicker measure of epoch time
     and images/s (accuracy is still measured on the whole test set)."""
-    for name in models:  # a misspelt name fails now, not after the models before it have trained
-        get_entry(name)
-    if out and Path(out).is_dir():
-        raise DigitsError(f"--out {out}: a folder; give a file name, such as {Path(out) / 'benchmark.json'}")
+    _check_names_and_out(models, out, "benchmark.json")
     target = resolve_device(device)
     data = Dataset(data.name, data.classes, data.train.first(subset), data.test)
     with cpu_threads(threads):  # training, classifying and the peak alike
@@ -223,6 +220,26 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
 def step_part(operator: str) -> str:
     name = operator.lower()
     return next((part for part, fragments in STEP_PARTS if any(f in name for f in fragments)), "other operators")
+
+
+def profile(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), images: int | None = None,
+            precision: str = "auto", device: str = "auto", threads: int | None = None,
+            out: str | Path | None = None) -> list[dict[str, Any]]:
+    """profile_steps for each model; writes ``out`` as JSON, {"profiles": [...]}."""
+    _check_names_and_out(models, out, "profile.json")
+    profiles = [profile_steps(data, name, images, precision, device, threads) for name in models]
+    if out:
+        write_json(out, {"profiles": profiles})
+    return profiles
+
+
+def _check_names_and_out(models: tuple[str, ...], out: str | Path | None, example: str) -> None:
+    """A misspelt model name or an --out that cannot be written fails now, not after the
+    models before it have trained."""
+    for name in models:
+        get_entry(name)
+    if out and Path(out).is_dir():
+        raise DigitsError(f"--out {out}: a folder; give a file name, such as {Path(out) / example}")
 
 
 def profile_steps(data: Dataset, name: str, images: int | None = None, precision: str = "auto",

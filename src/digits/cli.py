@@ -88,28 +88,20 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> None:
     """`digits benchmark --profile`: where each model's training step spends its time."""
-    from .benchmark import profile_steps
+    from .benchmark import profile
     from .data import load_dataset
-    from .files import write_json
-    from .models import get_entry
 
     if args.epochs is not None:
         raise DigitsError(f"--epochs {args.epochs}: --profile always times one epoch; leave --epochs out")
-    data = load_dataset(args.dataset, args.data_dir)
-    for name in args.models:  # a misspelt name fails before the others are profiled
-        get_entry(name)
-    profiles = []
-    for name in args.models:
-        p = profile_steps(data, name, args.subset, args.precision, args.device, args.threads)
-        profiles.append(p)
-        _print_table(f"{name}: a training step of {p['batch_size']} images, {p['precision']}, "
+    out = args.out or "profile.json"  # not benchmark.json, which holds the benchmark's own results
+    for p in profile(load_dataset(args.dataset, args.data_dir), tuple(args.models), args.subset, args.precision,
+                     args.device, args.threads, out):
+        _print_table(f"{p['model']}: a training step of {p['batch_size']} images, {p['precision']}, "
                      f"{_count(p['threads'], 'thread')} — {p['ms_per_step']:.1f} ms (mean of {p['steps']} steps), "
                      f"{p['gflops']:.0f} GFLOP/s, {p['share_of_peak']:.0%} of a {p['peak_gflops']:.0f} GFLOP/s peak",
                      p["parts"], {
             "part": ("part", str), "ms_per_step": ("ms/step", "{:.2f}".format), "share": ("share", "{:.0%}".format),
             "gflops": ("GFLOP/s", _or_dash("{:.0f}")), "share_of_peak": ("of peak", _or_dash("{:.0%}"))})
-    out = args.out or "profile.json"  # not benchmark.json, which holds the benchmark's own results
-    write_json(out, {"profiles": profiles})
     print(f"wrote {out}")
 
 
