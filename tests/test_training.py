@@ -178,6 +178,22 @@ def test_resume_survives_kill_9(make_dataset, tmp_path):
     assert without_times(resumed) == without_times(straight.history)
 
 
+def test_a_run_interrupted_before_its_first_checkpoint_leaves_no_folder(make_dataset, tmp_path):
+    data_dir = make_dataset(tmp_path / "digits", train=2000, test=100)
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "digits", "train", "--dataset", "digits", "--data-dir",
+                                str(data_dir), "--batch-size", "4", "--out", str(run), "--no-report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("Training seed")  # into the first epoch
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and err.endswith("digits: interrupted\n")
+    assert not run.exists()
+
+
 class Exploit:
     """Unpickling this runs code: it writes the marker file."""
 

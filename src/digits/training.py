@@ -262,8 +262,11 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                       f"{recipe.epochs} epoch{'s' * (recipe.epochs > 1)}, batch "
                       f"{global_batch}, lr {recipe.lr:g}, {device.type} {precision}"
                       f"{f', {world.size} processes' if world.size > 1 else ''} → {folder}")
-    if world.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
+    if world.is_main and not folder.exists():
+        # Made now, so that a folder that cannot be made fails before the first epoch, and
+        # removed again until the first checkpoint: a run stopped before one leaves nothing.
+        folder.mkdir(parents=True)
+        folder.rmdir()
     started = resumed["started"] if resumed else datetime.now(timezone.utc).isoformat(timespec="seconds")
     writer = _tensorboard(config.tensorboard) if config.tensorboard and world.is_main else None
     if writer:
