@@ -16,7 +16,7 @@ from digits import (Dataset, DigitsError, TrainConfig, create_model, evaluate, e
                     load_model, make_ensemble, train)
 from digits.baselines import run_baselines
 from digits.benchmark import PROFILE_WARMUP, STEP_PARTS, benchmark, profile_steps, step_part, training_flops
-from digits.checkpoint import load_checkpoint, save_checkpoint
+from digits.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from digits.cli import main
 from digits.engine import autocast
 from digits.models import Ensemble, get_entry
@@ -173,6 +173,14 @@ def test_an_ensemble_is_not_trained_over_another_model(small, tmp_path):
             train_ensemble(TrainConfig(model="fast", epochs=1, resume=resume, out=run.folder, report=False), 2,
                            small, verbose=False)
     assert run.checkpoint.read_bytes() == before and not (run.folder / "member-1").exists()
+    # nor resumed into an ensemble that `digits ensemble` made of runs trained elsewhere
+    other = train(TrainConfig(model="fast", epochs=1, seed=1, out=tmp_path / "other", report=False), small,
+                  verbose=False)
+    manifest = save_ensemble(tmp_path / "combined", [run.checkpoint, other.checkpoint], "fast")
+    written = manifest.read_bytes()
+    with pytest.raises(DigitsError, match="combined: an ensemble of runs trained elsewhere"):
+        train_ensemble(TrainConfig(resume=True, out=manifest.parent, report=False), 2, small, verbose=False)
+    assert manifest.read_bytes() == written and not (manifest.parent / "member-1").exists()
     folder, _ = train_ensemble(TrainConfig(model="fast", epochs=1, out=tmp_path / "ensemble", report=False), 2,
                                small, verbose=False)
     with pytest.raises(DigitsError, match="already holds an ensemble; give --out a new folder, or --resume"):

@@ -30,7 +30,8 @@ from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_o
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model, newest_runs_first, write_json
+from .files import (ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model, newest_runs_first,
+                    read_manifest, write_json)
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -399,6 +400,11 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         raise DigitsError(f"{folder}: already holds a run, not an ensemble; give --out a new folder")
     if (folder / ENSEMBLE_MANIFEST).exists() and not config.resume:
         raise DigitsError(f"{folder}: already holds an ensemble; give --out a new folder, or --resume to continue it")
+    if (folder / ENSEMBLE_MANIFEST).exists() and not all(
+            Path(member).parent.name.startswith("member-") and Path(member).parent.parent == Path(".")
+            for member in read_manifest(folder / ENSEMBLE_MANIFEST)["members"]):
+        raise DigitsError(f"{folder}: an ensemble of runs trained elsewhere (made by `digits ensemble`), with "
+                          "nothing to resume; give --out a new folder")
     outs = [folder / f"member-{k + 1}" for k in range(members)]
     started = [out / RUN_CHECKPOINT for out in outs if config.resume and (out / RUN_CHECKPOINT).is_file()]
     if started:  # as a resumed run does, go on as the members began, also those yet to start
