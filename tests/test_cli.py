@@ -126,7 +126,7 @@ BAD_INPUTS = {
     "a run's folder taken": (["train", "--model", "fast", "--out", "{damaged_dir}"],
                              "already holds a model; give --out a new folder, or --resume"),
     "a file where a folder must be": (["train", "--model", "fast", "--out", "{damaged}/run"],
-                                      "model.pt/run: Not a directory — check the path"),
+                                      "--out {damaged}/run: {damaged} is a file, not a folder — choose another place"),
     "bad --data-dir": (["train", "--data-dir", "{tmp}/empty", "--out", "{tmp}/run"], "missing train-images"),
     "bad --data-dir for data": (["data", "--data-dir", "{tmp}/empty"], "missing train-images"),
     "unknown model": (["train", "--model", "nope", "--out", "{tmp}/run"], "unknown model 'nope'"),
@@ -140,12 +140,22 @@ BAD_INPUTS = {
     "bad baselines subset": (["baselines", "--subset", "-5"], "--subset -5"),
     "too few for the baselines": (["baselines", "--subset", "2", "--only", "knn"],
                                   "--subset 2: the baselines need 3 training images or more, of two classes or more"),
-    "bad benchmark subset": (["benchmark", "--subset", "0", "--out", "{tmp}/run"], "--subset 0"),
+    "bad benchmark subset": (["benchmark", "--subset", "0", "--out", "{tmp}/run.json"], "--subset 0"),
     "too few steps to profile": (["benchmark", "--profile", "--models", "fast", "--subset", "256",
-                                  "--out", "{tmp}/run"], "too few images to profile fast"),
+                                  "--out", "{tmp}/run.json"], "too few images to profile fast"),
     "epochs with profile": (["benchmark", "--profile", "--epochs", "3", "--out", "{tmp}/run"],
                             "--profile always times one epoch"),
     "no threads": (["train", "--threads", "-1", "--out", "{tmp}/run"], "--threads -1"),
+    "a hundred thousand threads": (["train", "--threads", "100000", "--out", "{tmp}/run"],
+                                   "--threads 100000: this machine has"),
+    "a seed past NumPy's": (["train", "--seed", "100000000000000", "--out", "{tmp}/run"],
+                            "--seed 100000000000000: give a whole number from 0 to 4294967295"),
+    "members past the last seed": (["train", "--ensemble", "3", "--seed", "4294967294", "--out", "{tmp}/run"],
+                                   "--seed 4294967294: its 3 members need seeds up to 4294967295"),
+    "a run folder that is a file": (["train", "--out", "{damaged}"], "--out {damaged}: a file, not a folder"),
+    "a tensorboard folder that is a file": (["train", "--tensorboard", "{damaged}", "--out", "{tmp}/run"],
+                                            "--tensorboard {damaged}: a file, not a folder"),
+    "a thousand workers": (["serve", "--workers", "1000"], "--workers 1000: this machine's"),
     "no processes": (["train", "--nproc", "0", "--out", "{tmp}/run"], "--nproc 0"),
     "no processes for members": (["train", "--ensemble", "2", "--nproc", "0", "--out", "{tmp}/run"], "--nproc 0"),
     "one model to combine": (["ensemble", "{damaged}", "--out", "{tmp}/run"], "give two or more models"),
@@ -160,23 +170,30 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, damaged):
+    fill = dict(tmp=tmp_path, damaged=damaged, damaged_dir=damaged.parent)
     args, reason = BAD_INPUTS[case]
-    result = digits(*(a.format(tmp=tmp_path, damaged=damaged, damaged_dir=damaged.parent) for a in args))
+    result = digits(*(a.format(**fill) for a in args))
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("digits: error:"), result.stderr
-    assert reason in lines[0]
+    assert reason.format(**fill) in lines[0]
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args, reason", [
     (["--models", "fast", "nosuch"], "unknown model 'nosuch': choose one of seed, fast, best"),
     (["--profile", "--models", "fast", "nosuch"], "unknown model 'nosuch': choose one of seed, fast, best"),
-    (["--models", "fast", "--out", "{tmp}"], "--out {tmp}: a folder; give a file name, such as {tmp}/benchmark.json"),
-    (["--profile", "--out", "{tmp}"], "--out {tmp}: a folder; give a file name, such as {tmp}/profile.json"),
+    (["--models", "fast", "--out", "{tmp}"], "--out {tmp}: the results are written as JSON; give a file name ending "
+                                             "in .json"),
+    (["--profile", "--out", "{tmp}"], "--out {tmp}: the results are written as JSON; give a file name ending in .json"),
+    (["--out", "{tmp}/model.pt"], "--out {tmp}/model.pt: the results are written as JSON; give a file name ending "
+                                  "in .json"),
+    (["--out", "{tmp}/a-file/results.json"], "--out {tmp}/a-file/results.json: {tmp}/a-file is a file, not a folder "
+                                             "— choose another place"),
 ])
 def test_benchmark_checks_its_models_and_out_before_training_any(args, reason, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
     result = digits("benchmark", "--no-keras", "--subset", "2560", *(a.format(tmp=tmp_path) for a in args))
     assert result.returncode == 2 and result.stdout == ""  # nothing trained
     assert result.stderr == f"digits: error: {reason.format(tmp=tmp_path)}\n"

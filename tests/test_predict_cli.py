@@ -157,6 +157,9 @@ def test_show_preprocessed_writes_what_the_model_saw(pictures, model, tmp_path, 
     (seen,) = (tmp_path / "seen").iterdir()
     assert status == 0 and seen.name == f"0001-{path.stem}.png"
     assert np.array_equal(np.asarray(Image.open(seen)), digits.prepare(path))
+    status, out, err = run(capsys, str(path), "--model", model, "--show-preprocessed", str(path))
+    assert status == 2 and out == "" and err == (f"digits: error: --show-preprocessed {path}: a file, not a folder — "
+                                                 "give a folder for the files this writes\n")
 
 
 def test_without_a_model_it_says_how_to_make_one(pictures, tmp_path, monkeypatch, capsys):

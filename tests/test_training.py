@@ -297,6 +297,13 @@ def test_bad_settings_are_refused(small, tmp_path, setting):
     assert not tmp_path.joinpath("model.pt").exists()
 
 
+def test_a_run_that_diverges_stops_in_one_line_and_saves_nothing(small, tmp_path):
+    with pytest.raises(DigitsError, match=r"training diverged in epoch 1 \(the loss became nan\) — lower the "
+                                          r"learning rate \(--lr, 1e\+30 now\)"):
+        train(TrainConfig(model="seed", epochs=1, subset=300, lr=1e30, out=tmp_path / "wild"), small, verbose=False)
+    assert not (tmp_path / "wild").exists()  # no checkpoint of ruined weights, to be taken for a model
+
+
 def test_a_dataset_without_training_images_is_refused_and_leaves_no_folder(make_dataset, tmp_path):
     empty = make_dataset(tmp_path / "empty", train=0, test=50)
     for model in ("seed", "fast"):

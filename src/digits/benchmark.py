@@ -30,7 +30,7 @@ import torch
 from .data import Dataset, Split
 from .engine import autocast, cpu_threads, predict_logits, resolve_device, resolve_precision
 from .errors import DigitsError
-from .files import write_json
+from .files import output_file, write_json
 from .models import count_parameters, create_model, get_entry
 from .training import STEP_LABEL, Run, TrainConfig, train
 
@@ -187,7 +187,7 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
 
     ``subset`` trains on the first N training images only: a quicker measure of epoch time
     and images/s (accuracy is still measured on the whole test set)."""
-    _check_names_and_out(models, out, "benchmark.json")
+    _check_names_and_out(models, out)
     target = resolve_device(device)
     data = Dataset(data.name, data.classes, data.train.first(subset), data.test)
     with cpu_threads(threads):  # training, classifying and the peak alike
@@ -226,20 +226,20 @@ def profile(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), images: i
             precision: str = "auto", device: str = "auto", threads: int | None = None,
             out: str | Path | None = None) -> list[dict[str, Any]]:
     """profile_steps for each model; writes ``out`` as JSON, {"profiles": [...]}."""
-    _check_names_and_out(models, out, "profile.json")
+    _check_names_and_out(models, out)
     profiles = [profile_steps(data, name, images, precision, device, threads) for name in models]
     if out:
         write_json(out, {"profiles": profiles})
     return profiles
 
 
-def _check_names_and_out(models: tuple[str, ...], out: str | Path | None, example: str) -> None:
+def _check_names_and_out(models: tuple[str, ...], out: str | Path | None) -> None:
     """A misspelt model name or an --out that cannot be written fails now, not after the
     models before it have trained."""
     for name in models:
         get_entry(name)
-    if out and Path(out).is_dir():
-        raise DigitsError(f"--out {out}: a folder; give a file name, such as {Path(out) / example}")
+    if out:
+        output_file(out, ".json", "the results are written as JSON")
 
 
 def profile_steps(data: Dataset, name: str, images: int | None = None, precision: str = "auto",

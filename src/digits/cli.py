@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate; default: the model's recipe")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="scale pixels to mean 0, std 1 (default: the recipe's; seed feeds raw 0–255)")
-    p.add_argument("--seed", type=int, help="random seed (default: 0, or with --resume the run's own)")
+    p.add_argument("--seed", type=int, help="random seed, 0 to 4294967295 (default: 0, or with --resume the run's own)")
     p.add_argument("--subset", type=int, help="train on the first N training images only")
     p.add_argument("--out", help="run folder (default runs/<model>-<timestamp>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_data)
 
     p = commands.add_parser("serve", help="HTTP service and drawing page: draw a digit, watch the model read it")
-    p.add_argument("--model", help="checkpoint (.pt) or ONNX file (default: the newest finished run)")
+    p.add_argument("--model", help="checkpoint (.pt) or ONNX file "
+                                   "(default: $DIGITS_MODEL, else the newest finished run)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")

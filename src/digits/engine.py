@@ -10,6 +10,7 @@ falling back to eager execution if compilation fails.
 from __future__ import annotations
 
 import contextlib
+import os
 import weakref
 from functools import lru_cache
 from pathlib import Path
@@ -76,6 +77,9 @@ def cpu_threads(count: int | None) -> Iterator[None]:
     used before after it: the setting is global to the process."""
     if count is not None and count < 1:
         raise DigitsError(f"--threads {count}: give a number of threads ≥ 1")
+    if count is not None and count > 4 * (os.cpu_count() or 1):  # each thread's stack costs memory, to no gain
+        raise DigitsError(f"--threads {count}: this machine has {os.cpu_count()} cores; give at most "
+                          f"{4 * (os.cpu_count() or 1)}")
     before = torch.get_num_threads()
     if count:
         torch.set_num_threads(count)

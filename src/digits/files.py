@@ -5,6 +5,7 @@ No PyTorch here: the ONNX-only install reads run folders too.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -64,6 +65,9 @@ def member_checkpoints(path: str | Path) -> list[Path]:
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write a file that is either complete or absent: temporary file, fsync, rename."""
     path = Path(path)
+    blocking = _file_in_the_way(path)
+    if blocking:  # mkdir would say "File exists", which does not say which is wrong
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(blocking))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -103,14 +107,27 @@ def output_file(out: str | Path, suffix: str, kind: str) -> Path:
     out = Path(out)
     if out.suffix.lower() != suffix or out.is_dir():
         raise DigitsError(f"--out {out}: {kind}; give a file name ending in {suffix}")
+    _refuse_file_in_the_way(out, "--out")
     return out
 
 
-def output_folder(out: str | Path) -> Path:
-    """A folder that a command was asked to write its files into (its --out)."""
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest of the folders above ``path`` that exists as a file, if one does."""
+    return next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+
+
+def _refuse_file_in_the_way(path: Path, flag: str) -> None:
+    blocking = _file_in_the_way(path)
+    if blocking:
+        raise DigitsError(f"{flag} {path}: {blocking} is a file, not a folder — choose another place")
+
+
+def output_folder(out: str | Path, flag: str = "--out") -> Path:
+    """A folder that a command was asked to write its files into (its --out), checked before any work."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise DigitsError(f"--out {out}: a file, not a folder — give a folder for the files this writes")
+        raise DigitsError(f"{flag} {out}: a file, not a folder — give a folder for the files this writes")
+    _refuse_file_in_the_way(out, flag)
     return out
 
 

@@ -23,7 +23,7 @@ from sklearn.exceptions import NotFittedError
 
 from .errors import DigitsError
 from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
-                    newest_runs_first)
+                    newest_runs_first, output_folder)
 from .prepare import FIELD, UNIT_TOP, Source, is_array, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
@@ -394,6 +394,8 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
     A bad file never stops the others. ``show_preprocessed`` is a folder that receives the
     28×28 images the model saw, named after the picture's position and name.
     """
+    if show_preprocessed is not None:
+        output_folder(show_preprocessed, "--show-preprocessed")
     index = 0
     for path in paths:
         try:

@@ -31,7 +31,7 @@ from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_o
 from .errors import DigitsError
 from .evaluation import evaluate
 from .files import (ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model, newest_runs_first,
-                    read_manifest, write_json)
+                    output_folder, read_manifest, write_json)
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -126,6 +126,9 @@ def split_for_training(data: Dataset, subset: int | None = None, holdout: int | 
     return train.first(subset), validation
 
 
+MAX_SEED = 2**32 - 1  # NumPy's limit; epoch_seed stays within torch's 64 bits
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
@@ -205,7 +208,9 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         config = config.with_defaults()
         recipe = get_entry(config.model).recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
                                                                lr=config.lr, normalize=config.normalize)
-    folder = folder or default_run_dir(config.model)
+    folder = output_folder(folder or default_run_dir(config.model))
+    if config.tensorboard:
+        output_folder(config.tensorboard, "--tensorboard")
     checkpoint = folder / RUN_CHECKPOINT
     if not config.resume and holds_model(folder):
         raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
@@ -214,6 +219,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
             raise DigitsError(f"{flag} {value:g}: give a positive number")
         if flag != "--lr" and value != int(value):
             raise DigitsError(f"{flag} {value:g}: give a whole number")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise DigitsError(f"--seed {config.seed}: give a whole number from 0 to {MAX_SEED}")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:
@@ -312,6 +319,9 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         elapsed += seconds
         seen, loss_sum, correct = world.sum(torch.stack([torch.tensor(float(seen), device=device),
                                                           loss_sum, correct.float()])).tolist()
+        if not math.isfinite(loss_sum):  # the weights are lost: the last checkpoint is the last good one
+            raise DigitsError(f"training diverged in epoch {epoch + 1} (the loss became {loss_sum / seen}) — "
+                              f"lower the learning rate (--lr, {recipe.lr:g} now)")
         val = evaluate(model, validation)
         # Rank 0's figure decides, for every rank: batch norm's running statistics differ a little
         # between ranks, and so would their accuracies and decisions.
@@ -414,6 +424,9 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
                          seed=first if config.seed is None else config.seed,
                          **{key: begun.get(key) for key in MEMBER_SETTINGS if getattr(config, key) is None})
     config = config.with_defaults()
+    if config.seed + members - 1 > MAX_SEED:  # member k trains with seed + k - 1
+        raise DigitsError(f"--seed {config.seed}: its {members} members need seeds up to {MAX_SEED}; give at most "
+                          f"{MAX_SEED - members + 1}")
     configs = [replace(config, seed=config.seed + k, out=out, resume=out / RUN_CHECKPOINT in started)
                for k, out in enumerate(outs)]
     data = data or load_dataset(config.dataset, config.data_dir)

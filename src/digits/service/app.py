@@ -508,6 +508,9 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
 
     if workers < 1 or max_batch < 1:
         raise DigitsError("--workers and --max-batch must be at least 1")
+    most = 2 * (os.cpu_count() or 1) + 1  # the usual ceiling: more processes only compete for the cores
+    if workers > most:
+        raise DigitsError(f"--workers {workers}: this machine's {os.cpu_count()} cores serve at most {most}")
     if not 0 < port < 65536:
         raise DigitsError(f"--port {port}: choose a port from 1 to 65535")
     classifier = load(model, backend)  # a bad model fails here, before anything listens
