@@ -183,7 +183,9 @@ def test_a_run_interrupted_before_its_first_checkpoint_leaves_no_folder(make_dat
     run = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "digits", "train", "--dataset", "digits", "--data-dir",
                                 str(data_dir), "--batch-size", "4", "--out", str(run), "--no-report"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # Ctrl-C's default, which a shell's background job (the tests', say) lacks
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().startswith("Training seed")  # into the first epoch
         time.sleep(0.5)
