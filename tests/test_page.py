@@ -4,6 +4,7 @@ Screenshots are saved in the test's temporary folder (pytest prints where on fai
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import digits
 from pictures import ink_on_paper
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
@@ -38,12 +40,10 @@ VIEWPORTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def url(learned, free_port) -> Iterator[str]:
-    """`digits serve` itself, on a free port of 127.0.0.1."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
-                               "--port", str(port)])
+@contextlib.contextmanager
+def serving(model: Path, port: int) -> Iterator[str]:
+    """`digits serve` itself, on ``port`` of 127.0.0.1."""
+    server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(model), "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -58,6 +58,12 @@ def url(learned, free_port) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def url(learned, free_port) -> Iterator[str]:
+    with serving(learned.checkpoint, free_port()) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +165,20 @@ def test_an_error_reply_that_is_not_ours_is_shown_as_such(page):
     sync_api.expect(page.locator("#status")).to_have_text("The server answered 502.")
     sync_api.expect(page.locator("#digit")).to_have_text("?")
     sync_api.expect(page.locator("#bars li.top")).to_have_count(0)
+
+
+def test_a_model_of_another_dataset_shows_its_own_class_names(browser, learned, mnist, free_port, tmp_path):
+    fashion = list(digits.DATASETS["fashion-mnist"].classes)
+    payload = digits.load_checkpoint(learned.checkpoint)
+    digits.save_checkpoint(tmp_path / "model.pt", {**payload, "dataset": "fashion-mnist", "classes": fashion})
+    with serving(tmp_path / "model.pt", free_port()) as base:
+        page = browser.new_page()
+        page.goto(base)
+        sync_api.expect(page.locator("#model")).to_contain_text("on the Fashion-MNIST test set")
+        sync_api.expect(page.locator("#bars .label")).to_have_text(fashion)
+        buffer = io.BytesIO()
+        ink_on_paper(mnist.test.images[0].numpy(), size=300).save(buffer, "PNG")  # a 7: class 7 is "Sneaker"
+        page.set_input_files("#photo", files=[{"name": "seven.png", "mimeType": "image/png",
+                                               "buffer": buffer.getvalue()}])
+        shows(page, "Sneaker")
+        page.close()

@@ -194,6 +194,7 @@ def test_batch(client, classifier, mnist, seven_png):
     predictions = answer.json()["predictions"]
     expected = classifier.predict_prepared(np.concatenate([digits, classifier.prepare(seven_png)[None]]))
     assert [p["digit"] for p in predictions] == expected.argmax(1).tolist()
+    assert [p["class"] for p in predictions] == [str(d) for d in expected.argmax(1)]  # the class's name
     assert np.allclose([p["probabilities"] for p in predictions], expected, atol=1e-6)
 
     files = [("images", (f"{i}.png", png(ink_on_paper(d, seed=i)), "image/png")) for i, d in enumerate(digits[:3])]
@@ -258,6 +259,26 @@ def test_metrics(client, seven_png):
     assert "_created" not in text
 
 
+def test_a_client_that_hangs_up_is_not_counted_as_a_server_error(client, url):
+    host, port = url.removeprefix("http://").split(":")
+    for kind in ("image/png", "application/json", "multipart/form-data; boundary=x"):
+        with socket.create_connection((host, int(port))) as hanging:
+            hanging.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n"
+                            "Content-Length: 1000\r\n\r\n0123456789".encode())
+            time.sleep(0.2)
+    counted, deadline = 'digits_errors_total{kind="client_closed_request"} 3.0', time.monotonic() + 10
+    while counted not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the hang-ups were not counted"
+        time.sleep(0.1)
+    assert 'kind="internal_server_error"' not in client.get("/metrics").text
+
+
+def test_every_page_answers_head_as_get(client):
+    for path in ("/", "/healthz", "/model", "/metrics"):
+        answer = client.head(path)
+        assert answer.status_code == 200 and answer.content == b"", path
+
+
 def test_page_docs_and_schema(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -307,9 +328,11 @@ MALFORMED = [
     ("both keys", "/predict", JSON, as_json({"pixels": PIXELS, "image": ""}), 422, "one of"),
     ("wrong shape", "/predict", JSON, as_json({"pixels": PIXELS[1:]}), 422, "got 27 rows"),
     ("flat pixels", "/predict", JSON, as_json({"pixels": list(range(784))}), 422, "got 784 rows"),
-    ("pixels a string", "/predict", JSON, as_json({"pixels": "0" * 784}), 422, "got a str"),
+    ("no pixels", "/predict", JSON, as_json({"pixels": None}), 422, "got null"),
+    ("one row", "/predict", JSON, as_json({"pixels": [list(range(28))]}), 422, "got 1 row"),
+    ("pixels a string", "/predict", JSON, as_json({"pixels": "0" * 784}), 422, "got a string"),
     ("pixels rows of numbers", "/predict", JSON, as_json({"pixels": list(range(28))}), 422,
-     "a row that is not a list but int"),
+     "a row that is not a list but a number"),
     ("ragged rows", "/predict", JSON, as_json({"pixels": PIXELS[:27] + [[0] * 27]}), 422, "a row of 27"),
     ("huge grid", "/predict", JSON, as_json({"pixels": [[0] * 1000] * 1000}), 422, "got 1000 rows"),
     ("words as pixels", "/predict", JSON, as_json({"pixels": [["ink"] * 28] * 28}), 422, "numbers only"),
@@ -331,6 +354,8 @@ MALFORMED = [
      413, f"at most {MAX_IMAGES}"),
     ("bad item in a batch", "/predict/batch", JSON, as_json({"images": [{"pixels": PIXELS}, {"pixels": [1]}]}),
      422, "picture 2 of 2: "),
+    ("empty picture in a batch", "/predict/batch", JSON,
+     as_json({"images": [{"pixels": PIXELS}, {"image": ""}]}), 400, "picture 2 of 2: the picture is empty"),
     ("bad picture in a batch", "/predict/batch", JSON,
      as_json({"images": [{"pixels": PIXELS}, {"image": base64.b64encode(b"no picture").decode()}]}),
      422, "picture 2 of 2: image data: not a picture"),

@@ -28,6 +28,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
@@ -37,6 +38,7 @@ from pydantic import BaseModel, Field
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import DigitsError
 from ..inference import as_digits, number_reading
@@ -80,6 +82,7 @@ class Problem(BaseModel):
 
 class Reading(BaseModel):
     digit: int
+    class_: str = Field(alias="class", description='the class\'s name: "7", or "Sneaker" for a Fashion-MNIST model')
     probabilities: list[float] = Field(description="ten probabilities, for digits 0–9")
     input: list[list[int]] = Field(description="the 28×28 image the model saw, 0–255, white on black")
 
@@ -108,7 +111,8 @@ PROBLEMS = {status: {"model": Problem} for status in (400, 408, 413, 415, 422)}
 # change between Python versions (413 and 422 did in 3.13) and would rename the series.
 ERROR_KINDS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
                413: "content_too_large", 415: "unsupported_media_type", 422: "unprocessable_content",
-               500: "internal_server_error", 503: "service_unavailable"}
+               499: "client_closed_request", 500: "internal_server_error", 503: "service_unavailable"}
+CLIENT_CLOSED = 499  # as nginx logs it: the client hung up before the answer; no fault of ours
 
 
 class Metrics:
@@ -278,15 +282,22 @@ def grid_problem(pixels: Any) -> str | None:
     Checked on the lists, before any conversion, so a huge array costs nothing to refuse.
     """
     if not isinstance(pixels, list):
-        return f"a {type(pixels).__name__}"
+        return json_kind(pixels)
     if len(pixels) != SIDE:
-        return f"{len(pixels)} rows"
+        return f"{len(pixels)} row{'s' * (len(pixels) != 1)}"
     for row in pixels:
         if not isinstance(row, list):
-            return f"a row that is not a list but {type(row).__name__}"
+            return f"a row that is not a list but {json_kind(row)}"
         if len(row) != SIDE:
             return f"a row of {len(row)}"
     return None
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (a client need not know Python's)."""
+    kinds = {type(None): "null", bool: "true or false", int: "a number", float: "a number", str: "a string",
+             dict: "an object", list: "a list"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def pixels_array(pixels: Any) -> np.ndarray:
@@ -376,8 +387,10 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
     else:
         raise HTTPException(415, f"unsupported Content-Type {kind or '(none)'!r} — send application/json,"
                                  " multipart/form-data, or a picture (image/png, image/jpeg, …)")
-    if any(isinstance(p, bytes) and not p for p in pictures):
-        raise HTTPException(400, "the picture is empty (0 bytes) — send the picture's bytes")
+    empty = next((number for number, p in enumerate(pictures, 1) if isinstance(p, bytes) and not p), None)
+    if empty:
+        where = f"picture {empty} of {len(pictures)}: " if len(pictures) > 1 else ""
+        raise HTTPException(400, f"{where}the picture is empty (0 bytes) — send the picture's bytes")
     if len(pictures) > (MAX_IMAGES if many else 1):
         raise too_many(len(pictures), many)
     return pictures
@@ -395,7 +408,7 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
     """The service over a loaded digits Classifier (see digits.load)."""
     metrics = Metrics()
     batcher = MicroBatcher(classifier.predict_prepared, max_batch, metrics)
-    name = classifier.info["name"]
+    name, classes = classifier.info["name"], classifier.info["classes"]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -413,6 +426,10 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
     @app.exception_handler(DigitsError)
     async def unreadable(request: Request, error: DigitsError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def hung_up(request: Request, error: ClientDisconnect) -> Response:
+        return Response(status_code=CLIENT_CLOSED)  # for the metrics: nobody is left to read it
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -459,7 +476,8 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
                                     "inputs": reading["images"], "model": name})
         images = await prepare([picture])
         probabilities = await batcher(images)
-        return orjson_response({"digit": int(probabilities[0].argmax()), "probabilities": probabilities[0],
+        digit = int(probabilities[0].argmax())
+        return orjson_response({"digit": digit, "class": classes[digit], "probabilities": probabilities[0],
                                 "model": name, "input": images[0]})
 
     @app.post("/predict/batch", response_model=Batch, responses=PROBLEMS, openapi_extra=BATCH_BODY)
@@ -469,7 +487,7 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
         images = await prepare(await read_pictures(request, many=True))
         probabilities = await batcher(images)
         return orjson_response({"model": name, "predictions": [
-            {"digit": int(p.argmax()), "probabilities": p, "input": image}
+            {"digit": int(p.argmax()), "class": classes[int(p.argmax())], "probabilities": p, "input": image}
             for p, image in zip(probabilities, images, strict=True)]})
 
     @app.get("/healthz")
@@ -488,6 +506,9 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
         """Requests, latency histogram, errors by kind and forward-pass sizes, for Prometheus."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    for route in list(app.routes):  # HEAD wherever GET, as HTTP asks (uptime checks use it); not in the schema
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
     return app
 
 

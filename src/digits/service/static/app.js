@@ -168,7 +168,7 @@ const columns = Array.from({ length: 10 }, (_, d) => {
   item.innerHTML = `<span class="pct">0%</span><span class="track"><span class="fill"></span></span>` +
                    `<span class="label">${d}</span>`;
   bars.append(item);
-  return { item, pct: item.querySelector(".pct"), fill: item.querySelector(".fill") };
+  return { item, pct: item.querySelector(".pct"), fill: item.querySelector(".fill"), label: item.querySelector(".label") };
 });
 
 function percent(p) {
@@ -177,15 +177,15 @@ function percent(p) {
 
 function show(reply) {
   const p = reply.probabilities;
-  digit.textContent = reply.digit;
-  confidence.textContent = `${percent(p[reply.digit])} sure it is a ${reply.digit}`;
+  digit.textContent = reply.class;
+  confidence.textContent = `${percent(p[reply.digit])} sure it is a ${reply.class}`;
   status.textContent = "";
   status.classList.remove("error");
   columns.forEach((column, d) => {
     column.fill.style.height = `${(p[d] * 100).toFixed(1)}%`;
     column.pct.textContent = percent(p[d]);
     column.item.classList.toggle("top", d === reply.digit);
-    column.item.setAttribute("aria-label", `${d}: ${percent(p[d])}`);
+    column.item.setAttribute("aria-label", `${column.label.textContent}: ${percent(p[d])}`);
   });
   const image = seen.createImageData(28, 28);
   reply.input.flat().forEach((v, i) => {
@@ -203,7 +203,7 @@ function showNothing(why = "Waiting for a drawing") {
     column.fill.style.height = "0";
     column.pct.textContent = "";
     column.item.classList.remove("top");
-    column.item.setAttribute("aria-label", `${d}: no answer yet`);
+    column.item.setAttribute("aria-label", `${column.label.textContent}: no answer yet`);
   });
   seen.fillStyle = "#000";
   seen.fillRect(0, 0, 28, 28);
@@ -241,9 +241,15 @@ new ResizeObserver(fitPad).observe(pad);
 fitPad();
 showNothing();
 
+const DATASET_NAMES = { mnist: "MNIST", "fashion-mnist": "Fashion-MNIST" };
+
 fetch("/model").then((answer) => answer.json()).then((info) => {
+  (info.classes || []).forEach((name, d) => {  // a model of another dataset names its own classes
+    columns[d].label.textContent = name;
+  });
+  const dataset = DATASET_NAMES[info.dataset] || info.dataset || "MNIST";
   const parts = [`model: ${info.name}`];
-  if (typeof info.accuracy === "number") parts.push(`${(info.accuracy * 100).toFixed(2)}% on the MNIST test set`);
+  if (typeof info.accuracy === "number") parts.push(`${(info.accuracy * 100).toFixed(2)}% on the ${dataset} test set`);
   if (info.parameters) parts.push(`${Number(info.parameters).toLocaleString("en")} parameters`);
   document.getElementById("model").textContent = parts.join(" · ");
 }).catch(() => {});
