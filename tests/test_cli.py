@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +93,16 @@ def test_data_in_a_folder_names_only_the_dataset_it_holds():
     found = {entry["dataset"]: entry for entry in json.loads(result.stdout)}
     assert found["mnist"]["status"] == "found"
     assert found["fashion-mnist"]["status"] == "not there" and "a file of mnist" in found["fashion-mnist"]["message"]
+
+
+def test_data_with_a_damaged_file_is_an_error_not_missing(tmp_path):
+    damaged = shutil.copytree(Path(os.environ["DIGITS_DATA_DIR"]) / "mnist", tmp_path / "mnist")
+    labels = damaged / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[100] = (raw[100] + 1) % 10  # one label changed
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    result = digits("data", "--dataset", "mnist", "--data-dir", str(damaged), "--verify")
+    assert result.returncode == 2 and result.stderr.startswith(f"digits: error: {labels}: checksum mismatch")
 
 
 def test_train_prints_keras_epoch_lines(trained):

@@ -62,6 +62,9 @@ BAD_FILES = {
     "truncated header": (GOOD[:6], "header is truncated"),
     "cut gzip": (gzip.compress(GOOD, mtime=0)[:-12], "damaged gzip"),
     "damaged gzip": (bytes(DAMAGED_GZIP), "damaged gzip"),
+    "four huge dimensions": (b"\0\0\x08\x04" + b"\0\x01\0\0" * 4, r"header \(65536, 65536, 65536, 65536\) needs "
+                                                                     r"18446744073709551636\b"),
+    "seventy dimensions": (b"\0\0\x08\x46" + b"\0\0\0\x01" * 70, "declares 70 dimensions"),
 }
 
 
@@ -139,6 +142,22 @@ def test_a_damaged_download_in_the_cache_is_to_be_deleted(tiny, home):
     write_idx(home / "tiny" / "t10k-labels-idx1-ubyte.gz", np.zeros(20, np.uint8))
     with pytest.raises(DigitsError, match="checksum mismatch .* the download is damaged; delete it and fetch it"):
         load_dataset("tiny")
+
+
+def test_damage_to_a_file_of_the_user_s_own_is_not_to_be_deleted(tiny, tmp_path):
+    cut = tiny / "train-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:-20])
+    with pytest.raises(DigitsError, match=r"damaged gzip file \(.*\) — copy it again from where it came$"):
+        load_dataset("tiny", tiny)
+
+
+def test_two_files_of_a_dataset_swapped_are_named_as_such(tiny, tmp_path):
+    train, test = tiny / "train-labels-idx1-ubyte.gz", tiny / "t10k-labels-idx1-ubyte.gz"
+    train_bytes = train.read_bytes()
+    train.write_bytes(test.read_bytes())
+    test.write_bytes(train_bytes)
+    with pytest.raises(DigitsError, match="this is tiny's t10k-labels-idx1-ubyte.gz under another name"):
+        load_dataset("tiny", tiny)
 
 
 def test_another_known_dataset_s_files_are_named_not_called_corrupt(mnist):

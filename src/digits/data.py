@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import urllib.error
 import urllib.request
@@ -86,7 +87,7 @@ def decompress(raw: bytes, source: str | Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise DigitsError(f"{source}: damaged gzip file ({e}); delete it and fetch it again") from None
+        raise DigitsError(f"{source}: damaged gzip file ({e})") from None
 
 
 def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
@@ -98,9 +99,11 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
         raise DigitsError(f"{source}: unknown IDX type code 0x{code:02x}")
     if ndim == 0 or len(data) < 4 + 4 * ndim:
         raise DigitsError(f"{source}: IDX header is truncated or has no dimensions")
+    if ndim > 4:  # MNIST's files have one (labels) or three (images)
+        raise DigitsError(f"{source}: IDX header declares {ndim} dimensions; datasets of images have at most 4")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_DTYPES[code])
-    expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
+    expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize  # Python's integers: no overflow
     if len(data) != expected:
         raise DigitsError(
             f"{source}: IDX file is {len(data)} bytes but its header {shape} needs {expected}"
@@ -230,19 +233,30 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
     return folder
 
 
+class AnotherDataset(DigitsError):
+    """A whole file of another known dataset, where this one's was looked for."""
+
+
 def load_file(path: Path, info: DatasetInfo | None) -> tuple[np.ndarray, str]:
     """Read one dataset file, verifying its checksum when the dataset is known."""
-    data = decompress(path.read_bytes(), path)
+    # Only a download of our own is safe to delete: elsewhere the file may be the user's data.
+    ours = cache_dir().resolve() in path.resolve().parents
+    try:
+        data = decompress(path.read_bytes(), path)
+    except DigitsError as e:
+        raise DigitsError(f"{e} — {'delete it and fetch it again' if ours else 'copy it again from where it came'}")
     digest = hashlib.sha256(data).hexdigest()
     expected = info.sha256.get(path.name if path.suffix == ".gz" else path.name + ".gz") if info else None
     if expected and digest != expected:
-        other = next((known.name for known in DATASETS.values() if digest in known.sha256.values()), None)
+        other = next(((known.name, file) for known in DATASETS.values() for file, sha in known.sha256.items()
+                      if sha == digest), None)
+        if other and other[0] == info.name:  # two files swapped: each is whole
+            raise DigitsError(f"{path}: this is {info.name}'s {other[1]} under another name — give each file "
+                              "its own name")
         if other:  # a whole, good file in the wrong place: deleting it would lose data
-            raise DigitsError(f"{path}: a file of {other}, not of {info.name}; give --data-dir the folder "
-                              f"that holds {info.name}'s four files, or --dataset {other}")
-        # Only a download of our own is safe to delete: elsewhere the file may be the user's data.
-        advice = ("the download is damaged; delete it and fetch it again"
-                  if cache_dir().resolve() in path.resolve().parents else
+            raise AnotherDataset(f"{path}: a file of {other[0]}, not of {info.name}; give --data-dir the folder "
+                              f"that holds {info.name}'s four files, or --dataset {other[0]}")
+        advice = ("the download is damaged; delete it and fetch it again" if ours else
                   f"a damaged copy of {info.name}, or a dataset of your own: give that one --dataset NAME")
         raise DigitsError(f"{path}: checksum mismatch (sha256 {digest[:12]}…, expected "
                           f"{expected[:12]}… for {info.name}) — {advice}")
@@ -304,7 +318,10 @@ def fetch(info: DatasetInfo, folder: Path, timeout: float = 30) -> None:
                     if hashlib.sha256(data).hexdigest() != info.sha256[name]:
                         raise DigitsError(f"{url}: checksum mismatch")
                     parse_idx(data, url)
-                except (OSError, ValueError, http.client.HTTPException, DigitsError) as e:
+                except DigitsError as e:  # names the URL itself
+                    errors.append(str(e))
+                    continue
+                except (OSError, ValueError, http.client.HTTPException) as e:
                     errors.append(f"{url}: {e}")
                     continue
                 atomic_write(folder / name, raw)
@@ -346,7 +363,7 @@ def describe(name: str, data_dir: str | Path | None = None, verify: bool = False
     if data_dir is not None and name in DATASETS:
         try:  # a folder holds one dataset: its smallest file's checksum tells which
             load_file(_file_in(folder, FILES["test"][1]), DATASETS[name])
-        except DigitsError as e:
+        except AnotherDataset as e:  # a damaged file is not this: it is an error
             return {"dataset": name, "folder": None, "status": "not there", "message": str(e)}
     info = {"dataset": name, "folder": str(folder), "status": "found",
             "files": {f: str(_file_in(folder, f)) for f in ALL_FILES}}
