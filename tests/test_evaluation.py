@@ -115,3 +115,7 @@ def test_a_dataset_without_test_images_is_refused_in_one_line(learned, make_data
         expected = f"mine: no test images to {purpose} — give the dataset's test split"
         assert capsys.readouterr().err == f"digits: error: {expected}\n"
     assert not (tmp_path / "confusion.png").exists()
+    assert main(["train", "--dataset", "mine", "--data-dir", str(folder), "--out", str(tmp_path / "run")]) == 2
+    assert "mine: no test images to validate on — give the dataset's test split, or hold training images out to " \
+           "validate on with --holdout N" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -133,6 +133,12 @@ def test_pictures_in_other_containers(classifier, mnist, tmp_path):
     assert np.array_equal(digits.prepare(digit), digits.prepare(digit.numpy()))  # a tensor is an array
     assert np.array_equal(classifier.predict([digit.numpy(), torch.as_tensor(digit.numpy())]),
                           classifier.predict([digit.numpy()] * 2))
+    # tensors as a network leaves them: needing gradients, or in bfloat16 (which NumPy lacks)
+    batch = mnist.test.images[:4].float()
+    expected = classifier.predict(batch)
+    assert np.array_equal(classifier.predict(batch.requires_grad_()), expected)
+    assert np.array_equal(classifier.predict(batch.detach().bfloat16()), expected)  # 0–255 in 8 bits of mantissa
+    assert np.array_equal(digits.prepare(digit.bfloat16()), digits.prepare(digit.numpy()))
 
 
 def test_an_unfitted_classifier_says_what_to_do():

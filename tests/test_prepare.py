@@ -6,6 +6,8 @@ import gzip
 import io
 import os
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -196,9 +198,19 @@ def test_first_frame_of_an_animation(tmp_path):
 
 
 def test_an_mnist_style_digit_passes_through_unchanged():
-    digit = np.asarray(ImageOps.invert(draw([SEVEN])).resize((28, 28), Image.BOX))
+    digit = prepare(draw([SEVEN]))  # fitted to 20 px and centred, as MNIST's digits are
     assert np.array_equal(prepare(digit), digit)
     assert np.array_equal(prepare(digit / 255.0), digit)
+
+
+def test_a_small_digit_in_a_corner_of_a_28_by_28_canvas_is_still_prepared():
+    corner = np.zeros((28, 28), np.uint8)
+    corner[:14, :14] = np.asarray(Image.fromarray(prepare(draw([SEVEN]))).resize((14, 14), Image.BOX))
+    fitted = prepare(corner)
+    rows, columns = np.flatnonzero((fitted > 25).any(1)), np.flatnonzero((fitted > 25).any(0))
+    assert max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1 >= 19  # fitted to the 20-px box…
+    assert np.abs(np.array(ndimage.center_of_mass(fitted)) - 13.5).max() <= 1  # …and centred
+    assert similar(fitted, prepare(draw([SEVEN]))) > 0.9
 
 
 @pytest.mark.parametrize("picture", [
@@ -269,6 +281,16 @@ def test_a_picture_over_the_pixel_limit_is_refused_before_decoding(tmp_path):
         prepare(path)
     with pytest.raises(DigitsError, match="array: image is 9000×5000 pixels"):
         prepare(np.broadcast_to(np.uint8(0), (5000, 9000)))
+
+
+def test_a_picture_pillow_warns_of_is_refused_in_one_line_and_no_warning(tmp_path):
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_header_claiming(10_000, 10_000))  # past Pillow's 89-megapixel warning
+    script = "import sys, digits\ntry:\n    digits.prepare(sys.argv[1])\nexcept digits.DigitsError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout == f"{path}: image is 10000×10000 pixels, more than the 40-megapixel limit — scale it down " \
+                         "first\n"
+    assert out.stderr == ""
 
 
 def test_bad_arrays_are_refused():

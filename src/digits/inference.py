@@ -24,7 +24,7 @@ from sklearn.exceptions import NotFittedError
 from .errors import DigitsError
 from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
                     newest_runs_first, output_folder)
-from .prepare import FIELD, UNIT_TOP, Source, is_array, prepare, segment_number
+from .prepare import FIELD, UNIT_TOP, Source, as_numpy, is_array, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -296,7 +296,7 @@ def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[
 def prepare_all(images: Images) -> np.ndarray:
     """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
     if is_array(images):
-        images = np.asarray(images)  # e.g. a torch tensor of dataset digits
+        images = as_numpy(images)  # e.g. a torch tensor of dataset digits
     if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
         return as_digits(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
     if isinstance(images, np.ndarray) and images.dtype.kind in "USO" and images.ndim == 1:

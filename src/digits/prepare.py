@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -22,6 +23,9 @@ from .errors import DigitsError
 Source = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
 MAX_PIXELS = 40_000_000
+# Pillow warns of pictures past 89 megapixels as it opens them; they are refused here, in one
+# line, so its two-line warning would only come first. Set once: silencing per call is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 WORK_SIZE = 1024  # larger pictures are reduced first: the digit ends up 20 px tall anyway
 FIELD, BOX, CENTRE = 28, 20, 14
 # Pixel values up to this are taken to be on a 0–1 scale: resampling a 0–1 picture overshoots
@@ -42,6 +46,16 @@ def is_array(source: object) -> bool:
     """Whether ``source`` is pixels held as an array (NumPy's, PyTorch's, …), not a picture file
     or image: a NumPy string, a path, has ``__array__`` too."""
     return hasattr(source, "__array__") and not isinstance(source, (str, bytes, Image.Image))
+
+
+def as_numpy(source: object) -> np.ndarray:
+    """Pixels held in an array as NumPy's: a tensor is detached from autograd and brought to the
+    CPU first, and a bfloat16 one, a type NumPy lacks, widened to float32."""
+    if hasattr(source, "detach"):
+        source = source.detach().cpu()
+        if str(source.dtype) == "torch.bfloat16":
+            source = source.float()
+    return np.asarray(source)
 
 
 def _name(source: Source) -> str:
@@ -87,7 +101,7 @@ def open_image(source: Source) -> Image.Image:
     """
     name = _name(source)
     if is_array(source):
-        return _from_array(np.asarray(source), name)
+        return _from_array(as_numpy(source), name)
     if not isinstance(source, (str, os.PathLike, bytes, bytearray, Image.Image)) and not hasattr(source, "read"):
         raise DigitsError(f"cannot read a {type(source).__name__} as a picture — give a path, bytes, a binary "
                           "file, a PIL image or an array")
@@ -98,8 +112,7 @@ def open_image(source: Source) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     try:
-        # Image.open reads only the header. (Past 89 megapixels Pillow also warns, past 179 it
-        # refuses; warnings are left alone, as silencing them is not thread-safe.)
+        # Image.open reads only the header. (Past 179 megapixels Pillow refuses.)
         image = source if isinstance(source, Image.Image) else Image.open(source)
         with image if image is not source else contextlib.nullcontext():  # the caller's stays open
             _check_size(*image.size, name)
@@ -241,8 +254,15 @@ def _gray(source: Source) -> np.ndarray:
 
 
 def _mnist_style(gray: np.ndarray) -> np.ndarray | None:
-    """The picture as uint8 if it already is a 28×28 light-on-dark digit, else None."""
+    """The picture as uint8 if it already is a digit as MNIST's are — 28×28, light on dark,
+    fitted to about 20 px and centred — else None: a small digit in a corner of a 28×28 canvas
+    is still to be prepared."""
     if gray.shape != (FIELD, FIELD) or np.median(_border(gray)) >= 0.1 or gray.max() < MIN_CONTRAST:
+        return None
+    rows, columns = (np.flatnonzero((gray > 0.1).any(axis)) for axis in (1, 0))
+    side = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
+    off_centre = np.abs(np.array(ndimage.center_of_mass(gray)) - (FIELD - 1) / 2).max()
+    if not (BOX - 3 <= side <= BOX + 2 and off_centre <= 1.5):  # all 70,000 of MNIST's digits are within
         return None
     return np.round(gray * 255).astype(np.uint8)
 

@@ -119,6 +119,9 @@ def split_for_training(data: Dataset, subset: int | None = None, holdout: int | 
     train, validation = data.train, data.test
     if not len(train):
         raise DigitsError(f"{data.name} has no training images — train on a dataset that has some")
+    if holdout is None and not len(validation):
+        raise DigitsError(f"{data.name}: no test images to validate on — give the dataset's test split, or hold "
+                          "training images out to validate on with --holdout N")
     if holdout is not None:
         if not 0 < holdout < len(train):
             raise DigitsError(f"--holdout {holdout}: give a number between 1 and {len(train) - 1}")
