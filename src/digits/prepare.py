@@ -342,8 +342,8 @@ def _fit(piece: np.ndarray) -> np.ndarray:
 def prepare(source: Source) -> np.ndarray:
     """One digit's picture as a 28×28 uint8 MNIST-style image (white digit on black).
 
-    A 28×28 picture on a dark background is taken to be MNIST-style already and returned
-    unchanged (as uint8), so dataset digits pass through bit for bit.
+    A 28×28 picture that already is MNIST-style — light on dark, fitted and centred as MNIST's
+    digits are — is returned unchanged (as uint8), so dataset digits pass through bit for bit.
     """
     gray = _gray(source)
     ready = _mnist_style(gray)
