@@ -349,6 +349,8 @@ MALFORMED = [
     ("body over the limit", "/predict", {"Content-Type": "image/png"}, b"\0" * (MAX_BODY + 1), 413, "limit"),
     ("bad query", "/predict?number=perhaps", JSON, as_json({"pixels": PIXELS}), 422, "number"),
     ("batch not a list", "/predict/batch", JSON, as_json({"images": 3}), 422, '"images"'),
+    ("one picture as a batch", "/predict/batch", {"Content-Type": "image/png"}, TRUNCATED, 415,
+     'a batch is JSON {"images": [...]} or a multipart form, not image/png'),
     ("empty batch", "/predict/batch", JSON, as_json({"images": []}), 422, "empty"),
     ("batch over the limit", "/predict/batch", JSON, as_json({"images": [{"pixels": PIXELS}] * (MAX_IMAGES + 1)}),
      413, f"at most {MAX_IMAGES}"),

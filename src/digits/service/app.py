@@ -383,6 +383,9 @@ async def read_pictures(request: Request, many: bool) -> list[bytes | np.ndarray
                     raise
                 raise HTTPException(e.status_code, f"picture {number} of {len(items)}: {e.detail}") from None
     elif kind.startswith("image/") or kind == "application/octet-stream":
+        if many:
+            raise HTTPException(415, f"a batch is JSON {{\"images\": [...]}} or a multipart form, not {kind} — "
+                                     "send one picture to /predict")
         pictures = [await request.body()]
     else:
         raise HTTPException(415, f"unsupported Content-Type {kind or '(none)'!r} — send application/json,"
