@@ -11,6 +11,7 @@ from typing import Callable, NoReturn
 
 from . import __version__
 from .errors import DigitsError
+from .mnist import DIGIT_CLASSES
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -232,7 +233,7 @@ def _print_predictions(records: list[dict], info: dict, number: bool) -> None:
         columns = {"file": ("file", str), "number": ("number", "{}".format), "confidence": ("confidence", percent),
                    "confidences": ("each digit", lambda cs: " · ".join(map(percent, cs)))}
     else:
-        named = list(info["classes"]) != list("0123456789")  # Fashion-MNIST's classes have names
+        named = tuple(info["classes"]) != DIGIT_CLASSES  # Fashion-MNIST's classes have names
         columns = {"file": ("file", str), "class": ("class" if named else "digit", str),
                    "confidence": ("confidence", percent),
                    "top3": ("top-3", lambda top: " · ".join(f"{t['class']} {t['probability']:.1%}" for t in top))}

@@ -24,7 +24,7 @@ import torch
 
 from .errors import DigitsError
 from .files import atomic_write
-from .prepare import FIELD
+from .mnist import DIGIT_CLASSES, FIELD
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -49,7 +49,7 @@ class DatasetInfo:
 DATASETS = {
     "mnist": DatasetInfo(
         name="mnist",
-        classes=tuple("0123456789"),
+        classes=DIGIT_CLASSES,
         sha256={
             "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -289,7 +289,7 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
     checksums: dict[str, str] = {}
     train = load_split(folder, "train", info, checksums)
     test = load_split(folder, "test", info, checksums)
-    classes = info.classes if info else tuple(str(i) for i in range(10))
+    classes = info.classes if info else DIGIT_CLASSES
     return Dataset(name, classes, train, test, folder, checksums)
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .errors import DigitsError
+from .mnist import FIELD
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # Bytes of a model's largest activation per forward pass when predicting on a CPU: about half
@@ -123,7 +124,7 @@ def inference_batch_size(model: nn.Module, device: torch.device) -> int:
         hooks = [m.register_forward_hook(record) for m in model.modules() if not any(m.children())]
         try:
             with torch.inference_mode(), eval_mode(model):
-                model(torch.zeros(1, 1, 28, 28, device=device))
+                model(torch.zeros(1, 1, FIELD, FIELD, device=device))
         finally:
             for hook in hooks:
                 hook.remove()

@@ -18,12 +18,13 @@ from torch import nn
 from .engine import eval_mode, model_device
 from .errors import DigitsError
 from .files import EXPLAINED, output_file, write_output
+from .mnist import FIELD
 from .plots import explanation_figure, png
 
 
 def _batch(model: nn.Module, image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """One image as the (1, 1, 28, 28) float tensor the model takes, on the model's device."""
-    return torch.as_tensor(np.asarray(image), dtype=torch.float32, device=model_device(model)).reshape(1, 1, 28, 28)
+    return torch.as_tensor(np.asarray(image), dtype=torch.float32, device=model_device(model)).reshape(1, 1, FIELD, FIELD)
 
 
 def integrated_gradients(model: nn.Module, image: np.ndarray | torch.Tensor, target: int | None = None,
@@ -73,9 +74,9 @@ def first_layer_weights(model: nn.Module) -> np.ndarray | None:
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().mean(1).cpu().numpy()  # a grey image has one input channel
         if isinstance(module, nn.Linear):
-            if module.in_features != 28 * 28:
+            if module.in_features != FIELD * FIELD:
                 return None
-            return module.weight.detach().reshape(-1, 28, 28).cpu().numpy()
+            return module.weight.detach().reshape(-1, FIELD, FIELD).cpu().numpy()
     return None
 
 

@@ -20,6 +20,7 @@ import torch
 from .errors import DigitsError
 from .files import atomic_write, model_file
 from .inference import OnnxBackend, TorchBackend, softmax
+from .mnist import FIELD
 
 OPSET = 18
 
@@ -40,14 +41,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> dict[s
         raise DigitsError("exporting to ONNX needs the onnx extra — pip install 'digits[onnx]'") from None
     reference = TorchBackend(checkpoint, "cpu", "fp32")
     with _quiet():
-        program = torch.onnx.export(reference.model, (torch.zeros(2, 1, 28, 28),), dynamo=True,
+        program = torch.onnx.export(reference.model, (torch.zeros(2, 1, FIELD, FIELD),), dynamo=True,
                                     opset_version=OPSET, input_names=["images"], output_names=["logits"],
                                     dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     proto = program.model_proto
     proto.metadata_props.add(key="digits", value=json.dumps(reference.info))
     atomic_write(out, proto.SerializeToString())
 
-    batch = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    batch = np.random.default_rng(0).integers(0, 256, (64, FIELD, FIELD), dtype=np.uint8)
     difference = np.abs(softmax(reference.logits(batch)) - softmax(OnnxBackend(out).logits(batch)))
     return {"onnx": str(out), "opset": OPSET, "max_difference": float(difference.max())}
 

@@ -24,7 +24,8 @@ from sklearn.exceptions import NotFittedError
 from .errors import DigitsError
 from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
                     newest_runs_first, output_folder)
-from .prepare import FIELD, UNIT_TOP, Source, as_numpy, is_array, prepare, segment_number
+from .mnist import DIGIT_CLASSES, FIELD
+from .prepare import UNIT_TOP, Source, as_numpy, is_array, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -109,7 +110,7 @@ class OnnxBackend:
             described = None
         # A digit classifier exported by another tool is named after its file and reads 0–9.
         self.info = {"name": path.stem, "parameters": None, "accuracy": None, "trained": None, "dataset": None,
-                     "classes": list("0123456789"), **(described if isinstance(described, dict) else {})}
+                     "classes": list(DIGIT_CLASSES), **(described if isinstance(described, dict) else {})}
 
     def __getstate__(self) -> dict[str, Any]:  # a session cannot be pickled; the model it was made from can
         return {"path": self.path, "serialized": self.serialized}
@@ -358,10 +359,10 @@ def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Seque
     if validation is not None:
         if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
             raise DigitsError("validation_data is a pair: (images, labels)")
-        return Dataset("custom", tuple("0123456789"), train, split(*validation))
+        return Dataset("custom", DIGIT_CLASSES, train, split(*validation))
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(train)))
     held_out = max(1, len(train) // 10)
-    return Dataset("custom", tuple("0123456789"), train.take(order[held_out:]), train.take(order[:held_out]))
+    return Dataset("custom", DIGIT_CLASSES, train.take(order[held_out:]), train.take(order[:held_out]))
 
 
 # --- files on the command line ------------------------------------------------------

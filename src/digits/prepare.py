@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from .errors import DigitsError
+from .mnist import FIELD
 
 Source = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -27,7 +28,7 @@ MAX_PIXELS = 40_000_000
 # line, so its two-line warning would only come first. Set once: silencing per call is not thread-safe.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 WORK_SIZE = 1024  # larger pictures are reduced first: the digit ends up 20 px tall anyway
-FIELD, BOX, CENTRE = 28, 20, 14
+BOX, CENTRE = 20, 14  # MNIST fitted each digit into a 20×20 box, centred in the 28×28 field
 # Pixel values up to this are taken to be on a 0–1 scale: resampling a 0–1 picture overshoots
 # 1 a little, while on a 0–255 scale a picture this dark throughout would be blank.
 UNIT_TOP = 1.5

@@ -42,6 +42,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import DigitsError
 from ..inference import as_digits, number_reading
+from ..mnist import FIELD
 from ..prepare import segment_number
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ BODY_SECONDS = 30.0  # a request body must have arrived whole this long after th
 MAX_IMAGES = 64  # pictures in one /predict/batch request
 MAX_BATCH = 64  # images in one forward pass of the micro-batcher
 DECODERS = 4  # pictures read at once: a flood of large photos queues instead of filling memory
-SIDE = 28
 SETTINGS_VARIABLE = "DIGITS_SERVE"  # how `serve` hands its settings to worker processes
 
 disable_created_metrics()  # the *_created series only double what /metrics prints
@@ -283,12 +283,12 @@ def grid_problem(pixels: Any) -> str | None:
     """
     if not isinstance(pixels, list):
         return json_kind(pixels)
-    if len(pixels) != SIDE:
+    if len(pixels) != FIELD:
         return f"{len(pixels)} row{'s' * (len(pixels) != 1)}"
     for row in pixels:
         if not isinstance(row, list):
             return f"a row that is not a list but {json_kind(row)}"
-        if len(row) != SIDE:
+        if len(row) != FIELD:
             return f"a row of {len(row)}"
     return None
 
@@ -416,7 +416,7 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # the first forward pass is slow (lazy initialisation): pay it before the first visitor
-        await to_thread.run_sync(classifier.predict_prepared, np.zeros((1, SIDE, SIDE), np.uint8))
+        await to_thread.run_sync(classifier.predict_prepared, np.zeros((1, FIELD, FIELD), np.uint8))
         yield
         batcher.close()
 
