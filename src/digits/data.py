@@ -239,12 +239,11 @@ class AnotherDataset(DigitsError):
 
 def load_file(path: Path, info: DatasetInfo | None) -> tuple[np.ndarray, str]:
     """Read one dataset file, verifying its checksum when the dataset is known."""
-    # Only a download of our own is safe to delete: elsewhere the file may be the user's data.
-    ours = cache_dir().resolve() in path.resolve().parents
     try:
         data = decompress(path.read_bytes(), path)
     except DigitsError as e:
-        raise DigitsError(f"{e} — {'delete it and fetch it again' if ours else 'copy it again from where it came'}")
+        advice = "delete it and fetch it again" if _downloaded(path) else "copy it again from where it came"
+        raise DigitsError(f"{e} — {advice}") from None
     digest = hashlib.sha256(data).hexdigest()
     expected = info.sha256.get(path.name if path.suffix == ".gz" else path.name + ".gz") if info else None
     if expected and digest != expected:
@@ -256,11 +255,17 @@ def load_file(path: Path, info: DatasetInfo | None) -> tuple[np.ndarray, str]:
         if other:  # a whole, good file in the wrong place: deleting it would lose data
             raise AnotherDataset(f"{path}: a file of {other[0]}, not of {info.name}; give --data-dir the folder "
                               f"that holds {info.name}'s four files, or --dataset {other[0]}")
-        advice = ("the download is damaged; delete it and fetch it again" if ours else
+        advice = ("the download is damaged; delete it and fetch it again" if _downloaded(path) else
                   f"a damaged copy of {info.name}, or a dataset of your own: give that one --dataset NAME")
         raise DigitsError(f"{path}: checksum mismatch (sha256 {digest[:12]}…, expected "
                           f"{expected[:12]}… for {info.name}) — {advice}")
     return parse_idx(data, path), digest
+
+
+def _downloaded(path: Path) -> bool:
+    """Whether a file is a download of our own, in the cache: only such a file is safe to delete;
+    elsewhere it may be the user's data."""
+    return cache_dir().resolve() in path.resolve().parents
 
 
 def load_split(folder: Path, split: str, info: DatasetInfo | None,

@@ -397,6 +397,7 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
     """
     if show_preprocessed is not None:
         output_folder(show_preprocessed, "--show-preprocessed")
+    classes = classifier.info["classes"]  # info is built afresh on each reading: once, not per picture
     index = 0
     for path in paths:
         try:
@@ -412,7 +413,7 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
                     seen = record.pop("images")
                 else:
                     seen = [classifier.prepare(file)]
-                    record = digit_record(classifier.predict_prepared(seen[0][None])[0], classifier.info["classes"])
+                    record = digit_record(classifier.predict_prepared(seen[0][None])[0], classes)
             except DigitsError as e:
                 yield {"file": str(file), "error": str(e)}
                 continue
