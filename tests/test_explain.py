@@ -3,11 +3,13 @@ first-layer weights are the model's own, and `digits explain` draws a picture's 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 from PIL import Image
 from torch import nn
 
@@ -15,6 +17,7 @@ import digits
 from digits import Dataset, Run, load_model
 from digits.cli import main
 from digits.explain import feature_maps, first_layer_weights, integrated_gradients
+from digits.plots import explanation_figure
 from pictures import ink_on_paper
 
 
@@ -103,6 +106,22 @@ def test_explain_a_picture(learned: Run, picture: Path, capsys) -> None:
     # Predicting the folder afterwards reads the picture, not the figure drawn beside it.
     assert main(["predict", str(picture.parent), "--model", str(learned.checkpoint), "--csv"]) == 0
     assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == [str(picture)]
+
+
+def test_a_name_of_any_kind_is_drawn(learned: Run, picture: Path, tmp_path: Path, seven: np.ndarray) -> None:
+    """Two $ once made matplotlib read a name as a formula and fail; a long name once ran over the
+    probabilities, hiding the answer."""
+    priced = tmp_path / "cost_$5_and_$6.png"
+    shutil.copy(picture, priced)
+    assert digits.explain_picture(priced, model=learned.checkpoint, out=tmp_path / "drawn.png")["file"] == str(priced)
+    assert (tmp_path / "drawn.png").is_file()
+
+    long = "scan_of_the_customer_form_number_20260101_page_3_box_7_handwritten_digit.png: 7 (99.9%)"
+    figure = explanation_figure([seven], [seven - 128.0], np.full((1, 10), 0.1), list("0123456789"), [long])
+    figure.canvas.draw()
+    (title,) = figure.findobj(lambda artist: isinstance(artist, Text) and artist.get_text().startswith("scan"))
+    assert title.get_window_extent().x1 < figure.axes[2].get_window_extent().x0  # the probabilities' panel
+    assert title.get_text().replace("\n", "").startswith(long)
 
 
 def test_explain_uses_the_default_model(learned: Run, picture: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from digits import Dataset, Run, TrainConfig, train
 from digits.checkpoint import save_ensemble
 from digits.cli import main
 from digits.evaluation import calibration
+from digits.plots import comparison_figure, curves_figure
 from digits.report import compare_runs
 
 SECTIONS = ["configuration", "curves", "metrics", "confusion", "mistakes", "calibration", "filters",
@@ -150,9 +152,10 @@ def test_bad_input_is_one_line_and_loses_nothing(run: Run, small: Path, tmp_path
     assert run.checkpoint.read_bytes() == checkpoint
     # An ensemble has no history of its own: the error names a member's run folder.
     save_ensemble(tmp_path / "ensemble", [run.checkpoint], "seed")
-    assert main(["report", str(tmp_path / "ensemble")]) == 2
-    assert capsys.readouterr().err == (f"digits: error: {tmp_path / 'ensemble'}: an ensemble — give one of its "
-                                       f"members' run folders, e.g. {run.folder}\n")
+    for given in ("ensemble", "ensemble/ensemble.json"):
+        assert main(["report", str(tmp_path / given)]) == 2
+        assert capsys.readouterr().err == (f"digits: error: {tmp_path / 'ensemble'}: an ensemble — give one of its "
+                                           f"members' run folders, e.g. {run.folder}\n")
 
 
 def test_calibration_error() -> None:
@@ -214,6 +217,31 @@ def test_compare_two_runs(run: Run, learned: Run, tmp_path: Path, capsys) -> Non
     printed = capsys.readouterr().out
     assert f"{run.accuracy:.2%}" in printed and f"{learned.accuracy:.2%}" in printed
     assert (tmp_path / "cli.png").is_file()
+
+
+def test_names_are_drawn_as_written(run: Run, tmp_path: Path) -> None:
+    """Matplotlib reads text between two $ as a formula: a run named so once failed to draw."""
+    priced = tmp_path / "lr_$1e-3_$"
+    shutil.copytree(run.folder, priced)
+    compare_runs([run.folder, priced], tmp_path / "compare.png")
+    legend = comparison_figure({str(priced): run.history}).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [str(priced)]
+    assert not any(t.get_parse_math() for t in legend.get_texts())
+
+
+def test_one_epoch_is_one_tick() -> None:
+    one = [{"epoch": 1, "train_accuracy": 0.9, "val_accuracy": 0.91, "train_loss": 0.3, "val_loss": 0.28}]
+    for figure in (curves_figure(one), comparison_figure({"run": one})):
+        figure.canvas.draw()
+        assert [tick for tick in figure.axes[0].get_xticks() if 0 < tick < 2] == [1]
+
+
+def test_figures_leave_the_plotting_backend_alone() -> None:
+    """A notebook's inline plots survive `import digits.plots`: figures are made without pyplot."""
+    chosen = subprocess.run([sys.executable, "-c", "import matplotlib; matplotlib.use('svg'); "
+                             "import matplotlib.pyplot, digits.plots; print(matplotlib.get_backend())"],
+                            capture_output=True, text=True, check=True).stdout
+    assert chosen.strip() == "svg"
 
 
 def test_compare_refuses_what_is_not_a_run(run: Run, learned: Run, tmp_path: Path, capsys) -> None:

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import textwrap
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display is needed, or wanted, on a server
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .files import atomic_write
 
-from .files import atomic_write  # noqa: E402
+# Figures are made as Figure objects, not through pyplot: pyplot would need a backend chosen for
+# the whole process, and choosing one here would take a notebook's inline plots away from its user.
+
+Builder = TypeVar("Builder", bound=Callable[..., Any])
+
+
+def plain_text(build: Builder) -> Builder:
+    """Text drawn as written: file and run names such as `cost_$5_$6.png` are not TeX formulas."""
+    @functools.wraps(build)
+    def built(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return build(*args, **kwargs)
+    return built  # type: ignore[return-value]
+
+
+def subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
+    """A figure and its axes, as ``pyplot.subplots`` makes them."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid, **options)
 
 
 def png(figure: Figure) -> bytes:
-    """A figure as PNG bytes; the figure is closed."""
+    """A figure as PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -33,10 +51,11 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
     save(curves_figure(history), path)
 
 
+@plain_text
 def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = None) -> Figure:
     """Accuracy and loss per epoch, training against validation; ``best_epoch`` gets a marker."""
     epochs = [h["epoch"] for h in history]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure, axes = subplots(1, 2, figsize=(10, 4))
     for ax, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
         ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="training")
         ax.plot(epochs, [h[f"val_{metric}"] for h in history], "s-", label="validation")
@@ -44,7 +63,7 @@ def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = No
             ax.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1,
                        label=f"highest val accuracy (epoch {best_epoch})")
         ax.set(title=title, xlabel="epoch", ylabel=metric)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
         ax.grid(alpha=0.3)
         ax.legend()
     return figure
@@ -54,8 +73,9 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | Pa
     save(confusion_figure(confusion, classes), path)
 
 
+@plain_text
 def confusion_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
-    figure, ax = plt.subplots(figsize=(6.5, 5.5))
+    figure, ax = subplots(figsize=(6.5, 5.5))
     image = ax.imshow(confusion, cmap="Blues")
     figure.colorbar(image, ax=ax)
     ticks = range(len(classes))
@@ -69,6 +89,7 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
     return figure
 
 
+@plain_text
 def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, mistakes: np.ndarray,
                   classes: Sequence[str], path: str | Path, limit: int = 36) -> None:
     """A grid of the first ``limit`` of the misclassified digits ``mistakes`` (indices)."""
@@ -76,7 +97,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     wrong = mistakes[:limit]
     columns = 6
     rows = max(1, -(-len(wrong) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), squeeze=False)
+    figure, axes = subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
@@ -89,12 +110,13 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     save(figure, path)
 
 
+@plain_text
 def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, ece: float) -> Figure:
     """Accuracy against confidence, binned: a calibrated model's bars reach the diagonal."""
     bins = len(counts)
     left = np.arange(bins) / bins
     filled = counts > 0
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True,
+    figure, (top, bottom) = subplots(2, 1, figsize=(5.5, 6), sharex=True,
                                          gridspec_kw={"height_ratios": (3, 1)})
     top.bar(left[filled], accuracy[filled], width=1 / bins, align="edge", edgecolor="black",
             label="accuracy in the bin")
@@ -109,6 +131,7 @@ def reliability_figure(confidence: np.ndarray, accuracy: np.ndarray, counts: np.
     return figure
 
 
+@plain_text
 def picture_grid(pictures: np.ndarray, title: str, columns: int = 16, cmap: str = "gray",
                  symmetric: bool = False) -> Figure:
     """Small pictures (N, H, W) tiled into one image: each stretched over its own range, or all
@@ -127,13 +150,14 @@ def picture_grid(pictures: np.ndarray, title: str, columns: int = 16, cmap: str 
         row, column = divmod(k, columns)
         tiles[row * (height + gap):row * (height + gap) + height,
               column * (width + gap):column * (width + gap) + width] = picture
-    figure, ax = plt.subplots(figsize=(columns * 0.7, rows * 0.7 * height / width + 0.5))
+    figure, ax = subplots(figsize=(columns * 0.7, rows * 0.7 * height / width + 0.5))
     ax.imshow(tiles, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
     ax.set_title(title, fontsize=12)
     ax.axis("off")
     return figure
 
 
+@plain_text
 def explanation_figure(images: Sequence[np.ndarray], saliencies: Sequence[np.ndarray],
                        probabilities: np.ndarray, classes: Sequence[str], titles: Sequence[str]) -> Figure:
     """Per digit, one row: the 28×28 input, its saliency over it, and the class probabilities.
@@ -141,11 +165,12 @@ def explanation_figure(images: Sequence[np.ndarray], saliencies: Sequence[np.nda
     Red pixels pushed the score of the predicted class up, blue ones down; the stronger, the
     more opaque.
     """
-    figure, axes = plt.subplots(len(images), 3, figsize=(9, 2.7 * len(images)), squeeze=False,
+    figure, axes = subplots(len(images), 3, figsize=(9, 2.7 * len(images)), squeeze=False,
                                 gridspec_kw={"width_ratios": (1, 1, 1.5)})
     for row, image, saliency, p, title in zip(axes, images, saliencies, probabilities, titles):
         row[0].imshow(image, cmap="gray", vmin=0, vmax=255)
-        row[0].set_title(f"{title}\nthe model's input (28×28)", fontsize=9, loc="left")
+        # Wrapped, a long file name stays above its own panels, clear of the probabilities.
+        row[0].set_title(f"{textwrap.fill(title, 44)}\nthe model's input (28×28)", fontsize=9, loc="left")
         # A few pixels dominate; scaling by a high percentile instead of the maximum shows the rest.
         strength = np.clip(saliency / (np.percentile(np.abs(saliency), 99) or 1.0), -1, 1)
         overlay = np.zeros((*strength.shape, 4))
@@ -168,18 +193,19 @@ def explanation_figure(images: Sequence[np.ndarray], saliencies: Sequence[np.nda
     return figure
 
 
+@plain_text
 def comparison_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
     """Runs overlaid: validation (solid) and training (dashed) accuracy and loss per epoch."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (name, history), color in zip(histories.items(), plt.cm.tab10.colors * 10):
+    figure, axes = subplots(1, 2, figsize=(11, 4.2))
+    for (name, history), color in zip(histories.items(), matplotlib.colormaps["tab10"].colors * 10):
         epochs = [h["epoch"] for h in history]
         for ax, metric in zip(axes, ("accuracy", "loss")):
             ax.plot(epochs, [h[f"val_{metric}"] for h in history], "-o", color=color, markersize=3, label=name)
-            ax.plot(epochs, [h[f"train_{metric}"] for h in history], "--", color=color, alpha=0.6)
+            ax.plot(epochs, [h[f"train_{metric}"] for h in history], "--.", color=color, alpha=0.6)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.set(title=f"{metric.capitalize()} (solid: validation, dashed: training)", xlabel="epoch",
                ylabel=metric)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return figure

@@ -72,9 +72,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path = "compare.png"
 
 
 def _run_folder(path: str | Path) -> Path:
-    """A run's folder, also when given as its checkpoint, as the other commands take it."""
+    """A run's folder, also when given as its checkpoint (or manifest), as the other commands take it."""
     path = Path(path)
-    return path.parent if path.name == RUN_CHECKPOINT and path.is_file() else path
+    return path.parent if path.name in (RUN_CHECKPOINT, ENSEMBLE_MANIFEST) and path.is_file() else path
 
 
 def _checkpoint_path(run_dir: Path) -> Path:
