@@ -1,6 +1,7 @@
 """Distributed data-parallel training: real gloo process groups on the CPU; ensemble members
 side by side, on a GPU where there is one."""
 
+import contextlib
 import json
 import os
 import signal
@@ -84,6 +85,7 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("digits: error: distributed run failed: rank ")
     assert "killed by signal 9" in last and "--resume" in last
+    assert [line for line in stderr.splitlines() if line.startswith("digits:")] == [last]  # the survivor is quiet
     assert "Traceback" not in stderr
 
     saved = load_checkpoint(out / "model.pt")  # the last checkpoint is intact
@@ -94,6 +96,34 @@ def test_killed_rank_fails_clearly_and_the_run_resumes(tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["val_accuracy"] >= 0.90
+
+
+def test_a_rank_killed_before_the_first_checkpoint_is_not_advised_to_resume(tmp_path):
+    out = tmp_path / "run"
+    launcher = subprocess.Popen(digits_cmd("train", *TRAIN, "--epochs", "3", "--nproc", "2", "--out", str(out)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in launcher.stdout:
+        if line.startswith("Training fast"):  # both ranks have joined; epoch 1 is under way
+            break
+    workers = subprocess.run(["pgrep", "-f", f"digits train.*--out {out}"], capture_output=True, text=True)
+    os.kill(max(int(pid) for pid in workers.stdout.split() if int(pid) != launcher.pid), signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=300)
+    assert stderr.strip().endswith("it ended before its first checkpoint, so nothing was saved — run the same "
+                                   "command again")
+    assert "--resume" not in stderr and not out.exists()
+
+
+def test_every_rank_draws_its_own_distortions_from_a_shared_order():
+    from digits.training import epoch_seed
+
+    seeds = {epoch_seed(seed, epoch, rank) for seed in (0, 1, 2**32 - 1) for epoch in range(300) for rank in range(8)}
+    assert len(seeds) == 3 * 300 * 8 and max(seeds) < 2**64
+    assert epoch_seed(7, 3) == 7 * 1_000_003 + 3  # rank 0, and a run of one process, as before
+
+
+def test_a_batch_smaller_than_the_processes_is_refused():
+    with pytest.raises(DigitsError, match="--batch-size 1 on 2 processes: .* give a batch of at least 2"):
+        World(0, 2).local_batch(1)
 
 
 def test_a_refused_distributed_run_says_why_without_advice_to_resume(tmp_path):
@@ -124,17 +154,22 @@ def test_a_one_cycle_run_resumes_with_as_many_processes_as_it_began(tmp_path):
     assert (out / "model.pt").read_bytes() == before
 
 
-def test_stopping_a_distributed_run_is_one_line(tmp_path):
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["kill", "ctrl-c"])
+def test_stopping_a_distributed_run_is_one_line(tmp_path, ctrl_c):
     run = subprocess.Popen(digits_cmd("train", *TRAIN, "--epochs", "1000", "--nproc", "2", "--out", str(tmp_path / "x")),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         for line in run.stdout:
             if line.startswith("Epoch 1/1000"):  # both ranks are training
                 break
-        run.send_signal(signal.SIGTERM)
+        if ctrl_c:  # the terminal interrupts the whole foreground group: the ranks too
+            os.killpg(run.pid, signal.SIGINT)
+        else:
+            run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=60) == 130 and run.stderr.read().strip() == "digits: interrupted"
     finally:
-        run.kill()
+        with contextlib.suppress(ProcessLookupError):  # nothing left of it, as it should be
+            os.killpg(run.pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CUDA choices where there is no GPU")
@@ -217,6 +252,19 @@ def test_members_side_by_side_tag_their_lines(tmp_path):
         assert any(line.startswith(f"{member} | Epoch 1/1 — ") for line in lines)
     assert lines[-1].startswith("Ensemble of 2: test accuracy ")
     assert json.loads((out / "ensemble.json").read_text())["members"] == ["member-1/model.pt", "member-2/model.pt"]
+
+
+def test_an_ensemble_under_torchrun_is_written_and_told_once(tmp_path):
+    out = tmp_path / "ensemble"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "digits",
+                           "train", *TRAIN, "--subset", "2000", "--ensemble", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (told,) = [line for line in done.stdout.splitlines() if line.startswith("Ensemble of 2:")]
+    manifest = json.loads((out / "ensemble.json").read_text())
+    assert manifest["member_accuracy"] == [load_checkpoint(out / f"member-{k}" / "model.pt")["history"][-1]
+                                           ["val_accuracy"] for k in (1, 2)]  # rank 0's, as saved
+    assert f"test accuracy {manifest['accuracy']:.2%}" in told
 
 
 def test_a_failing_ensemble_member_is_one_line(tmp_path):

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from . import __version__
@@ -43,9 +44,11 @@ def distributed_train(args: argparse.Namespace) -> None:
     from .training import DEFAULTS, default_run_dir
 
     argv = args.argv[args.argv.index("train") + 1:]  # workers see WORLD_SIZE and ignore --nproc
-    if args.out is None and not args.resume:  # every rank must write to the same folder
-        argv += ["--out", str(default_run_dir(args.model or DEFAULTS["model"]))]
-    distributed.launch(args.nproc, argv, resolve_device(args.device))
+    out = args.out
+    if out is None and not args.resume:  # every rank must write to the same folder
+        out = default_run_dir(args.model or DEFAULTS["model"])
+        argv += ["--out", str(out)]
+    distributed.launch(args.nproc, argv, resolve_device(args.device), out and Path(out))
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
@@ -437,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
               "digits predicts and serves from ONNX exports) — pip install torch", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("digits: interrupted", file=sys.stderr)
+        if _speaks_for_the_run():
+            print("digits: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`digits predict … | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -447,6 +451,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"digits: error: {where}{e.strerror or e} — check the path, or choose another", file=sys.stderr)
         return 2
     return status or 0  # a command that went on past bad inputs says so in its status
+
+
+def _speaks_for_the_run() -> bool:
+    """Of a distributed run's processes, one says it was interrupted: `--nproc`'s parent, which
+    launched the ranks, or under torchrun rank 0."""
+    rank = os.environ.get("RANK")
+    if rank is None:
+        return True
+    from .distributed import LAUNCHED
+
+    return rank == "0" and LAUNCHED not in os.environ
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -28,6 +30,12 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import DigitsError
+from .files import RUN_CHECKPOINT
+
+# Set by `launch` for the ranks it starts: their parent says in one line how the run ended,
+# so they keep quiet about interrupts and lost peers, and exit with LOST_CONTACT for the latter.
+LAUNCHED = "DIGITS_LAUNCHED"
+LOST_CONTACT = 3
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,10 @@ class World:
         return self.rank == 0
 
     def local_batch(self, batch_size: int) -> int:
-        return max(1, batch_size // self.size)
+        if batch_size < self.size:
+            raise DigitsError(f"--batch-size {batch_size} on {self.size} processes: each takes batch/N images of "
+                              f"every step; give a batch of at least {self.size}")
+        return batch_size // self.size
 
     def shard(self, order: torch.Tensor, batch_size: int) -> torch.Tensor:
         """This rank's part of an epoch's order, step by step.
@@ -164,31 +175,40 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
+def check_processes(processes: int) -> None:
+    if processes < 1:
+        raise DigitsError(f"--nproc {processes}: give a number of processes ≥ 1")
+
+
 @contextmanager
 def failures_reported() -> Iterator[None]:
-    """In a rank, a lost peer (a collective failing) becomes one line, not a traceback."""
+    """In a rank, a lost peer (a collective failing) becomes one line, not a traceback; under
+    `launch`, no line at all, as the parent names the rank that failed."""
     try:
         yield
     except RuntimeError as e:
         if not dist.is_initialized():
             raise
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if LAUNCHED in os.environ:
+            raise SystemExit(LOST_CONTACT) from None
+        # gloo's message: "[path/to/pair.cc:537] Read error …: Connection reset by peer. This is …"
+        message = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip().partition("\n")[0]).partition(". ")[0]
         raise DigitsError(f"rank {dist.get_rank()} lost contact with the other processes "
-                          f"({first_line[:160]})") from None
+                          f"({message or type(e).__name__})") from None
 
 
-def launch(nproc: int, train_args: list[str], device: torch.device) -> None:
-    """Run `digits train ARGS` on nproc local processes on ``device``, as torchrun would."""
+def launch(nproc: int, train_args: list[str], device: torch.device, folder: Path | None) -> None:
+    """Run `digits train ARGS` on nproc local processes on ``device``, as torchrun would, into
+    the run ``folder`` (None: the newest run, resumed)."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if nproc < 1:
-        raise DigitsError(f"--nproc {nproc}: give a number of processes ≥ 1")
+    check_processes(nproc)
     check_gpus(nproc, device)
-    if nproc > 1:  # as torchrun does: N processes of N threads each would fight over the cores
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does: N processes of N threads would fight
+    os.environ[LAUNCHED] = "1"
     # The agent's own log lines would bury the one line that says what happened. (Its modules'
     # loggers have levels of their own, so the parent's is not enough.)
     for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
@@ -205,12 +225,15 @@ def launch(nproc: int, train_args: list[str], device: torch.device) -> None:
     except SignalException:  # Ctrl-C or kill: the agent stopped the ranks, which keep their checkpoint
         raise KeyboardInterrupt from None
     except ChildFailedError as e:
-        # Ranks the agent stopped itself (SIGTERM) only followed the one that failed.
-        failures = {r: f for r, f in e.failures.items() if f.exitcode != -signal.SIGTERM} or e.failures
+        # Ranks the agent stopped (SIGTERM) or that lost their peer only followed the one that failed.
+        failures = {r: f for r, f in e.failures.items()
+                    if f.exitcode not in (-signal.SIGTERM, LOST_CONTACT)} or e.failures
         if all(f.exitcode == 2 for f in failures.values()):  # refused: each rank said why, in one line
             raise SystemExit(2) from None
         what = ", ".join(f"rank {rank} " + (f"was killed by signal {-f.exitcode}" if f.exitcode < 0
                                             else f"exited with status {f.exitcode}")
                          for rank, f in sorted(failures.items()))
-        raise DigitsError(f"distributed run failed: {what}; the last checkpoint is intact — "
-                          "run the same command with --resume to continue") from None
+        saved = folder is None or (folder / RUN_CHECKPOINT).is_file()
+        raise DigitsError(f"distributed run failed: {what}; " + (
+            "the last checkpoint is intact — run the same command with --resume to continue" if saved else
+            "it ended before its first checkpoint, so nothing was saved — run the same command again")) from None

@@ -132,8 +132,10 @@ def split_for_training(data: Dataset, subset: int | None = None, holdout: int | 
 MAX_SEED = 2**32 - 1  # NumPy's limit; epoch_seed stays within torch's 64 bits
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The random state of an epoch: its order, shared by the ranks, and each rank's own draws
+    (distortions, dropout) on top (below 2^64 for seeds to 2^32 - 1 and up to 256 ranks)."""
+    return seed * 1_000_003 + epoch + (rank << 56)
 
 
 def default_run_dir(model: str) -> Path:
@@ -288,6 +290,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     for epoch in range(len(history), recipe.epochs):
         torch.manual_seed(epoch_seed(config.seed, epoch))
         order = world.shard(torch.randperm(len(labels), device=device), recipe.batch_size)
+        if world.rank:  # the order is shared; a rank's distortions must not copy rank 0's
+            torch.manual_seed(epoch_seed(config.seed, epoch, world.rank))
         model.train()
         seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         tick = time.perf_counter()
@@ -403,8 +407,7 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
         raise DigitsError(f"--ensemble {members}: give a positive number of members")
     device = resolve_device(config.device)
     processes = distributed.default_processes(device) if processes is None else processes
-    if processes < 1:
-        raise DigitsError(f"--nproc {processes}: give a number of processes ≥ 1")
+    distributed.check_processes(processes)
     name = f"{config.model or ('*' if config.resume else DEFAULTS['model'])}-ensemble{members}"
     folder = Path(config.out) if config.out else latest_ensemble_dir(name) if config.resume else default_run_dir(name)
     if folder is None:
@@ -441,6 +444,8 @@ def train_ensemble(config: TrainConfig, members: int, data: Dataset | None = Non
             print(f"Training {members} members of {config.model}, {processes} at a time → {folder}", flush=True)
         distributed.spawn(_train_members, (configs, data, processes, verbose), processes)
         runs = [_finished_run(member.out) for member in configs]
+    if not distributed.init(device).is_main:  # under torchrun, ranks trained the members together
+        return folder, runs
     validation = split_for_training(data, config.subset, config.holdout)[1]
     # Members trained in other processes come back from their checkpoints, on the CPU.
     accuracy = evaluate(Ensemble([run.model for run in runs]).to(device).eval(), validation).accuracy
