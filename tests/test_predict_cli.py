@@ -76,6 +76,9 @@ def test_table_and_csv(pictures, model, capsys):
     assert status == 0
     assert all(word in out for word in ("file", "digit", "confidence", "top-3", "seed (torch "))
     assert all(Path(f).name in out for f in files)
+    digit_cells = [line.split("│")[2] for line in out.splitlines() if any(f in line for f in files)]
+    assert len(digit_cells) == 3 and all(cell.endswith(f"{cell.strip()} ") and cell.startswith("  ")
+                                         for cell in digit_cells)  # a figure, right-aligned under "digit"
 
     status, out, _ = run(capsys, *files, "--model", model, "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))

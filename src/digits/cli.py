@@ -237,7 +237,7 @@ def _print_predictions(records: list[dict], info: dict, number: bool) -> None:
                    "confidences": ("each digit", lambda cs: " · ".join(map(percent, cs)))}
     else:
         named = tuple(info["classes"]) != DIGIT_CLASSES  # Fashion-MNIST's classes have names
-        columns = {"file": ("file", str), "class": ("class" if named else "digit", str),
+        columns = {"file": ("file", str), "class": ("class", str) if named else ("digit", "{}".format),  # a figure
                    "confidence": ("confidence", percent),
                    "top3": ("top-3", lambda top: " · ".join(f"{t['class']} {t['probability']:.1%}" for t in top))}
     _print_table(f"{info['name']} ({info['backend']} {info['precision']}, {info['source']})", records, columns)
