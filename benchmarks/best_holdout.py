@@ -24,6 +24,8 @@ import digits
 from digits.models import get_entry, register_model
 from digits.training import split_for_training
 
+from common import count, run_main
+
 HOLDOUT = 10_000
 
 
@@ -45,14 +47,14 @@ def variant(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0, 1, … (default 3)")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--seeds", type=count, default=3, help="seeds 0, 1, … (default 3)")
+    parser.add_argument("--epochs", type=count)
     parser.add_argument("--lr", type=float, help="the peak learning rate")
     parser.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--rotate", type=float, help="largest random rotation, degrees")
-    parser.add_argument("--subset", type=int, help="train on the first N training digits only")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
+    parser.add_argument("--subset", type=count, help="train on the first N training digits only")
+    parser.add_argument("--threads", type=count, help="CPU threads for PyTorch (default: its own choice)")
     parser.add_argument("--data-dir", help="folder holding MNIST's four files (default: the usual lookup)")
     args = parser.parse_args()
 
@@ -80,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,6 +21,8 @@ from digits.models import get_entry
 from digits.evaluation import calibration
 from digits.training import split_for_training
 
+from common import count, run_main
+
 HOLDOUT = 10_000
 
 
@@ -32,9 +34,9 @@ def log_loss(log_probabilities: np.ndarray, labels: np.ndarray, temperature: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="fast", help="zoo model (default fast)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0, 1, … (default 5)")
-    parser.add_argument("--subset", type=int, help="train on the first N training digits only")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
+    parser.add_argument("--seeds", type=count, default=5, help="seeds 0, 1, … (default 5)")
+    parser.add_argument("--subset", type=count, help="train on the first N training digits only")
+    parser.add_argument("--threads", type=count, help="CPU threads for PyTorch (default: its own choice)")
     parser.add_argument("--data-dir", help="folder holding MNIST's four files (default: the usual lookup)")
     args = parser.parse_args()
 
@@ -65,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

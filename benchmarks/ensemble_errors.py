@@ -15,6 +15,9 @@ from collections import Counter
 import numpy as np
 
 import digits
+from digits.models import Ensemble
+
+from common import run_main
 
 
 def main() -> None:
@@ -24,6 +27,9 @@ def main() -> None:
     args = parser.parse_args()
 
     ensemble, payload = digits.load_model(args.ensemble)
+    if not isinstance(ensemble, Ensemble):
+        raise digits.DigitsError(f"{args.ensemble} is one model, not an ensemble; "
+                                 "give an ensemble's folder or its ensemble.json")
     test = digits.load_dataset(payload.get("dataset", "mnist"), args.data_dir).test
     # The ensemble averages its members' probabilities; so does this, from the members' own readings.
     probabilities = np.stack([digits.evaluate(member, test).probabilities for member in ensemble.members])
@@ -44,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,12 +17,14 @@ import torch
 
 import digits
 
+from common import count, run_main
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="fast")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
+    parser.add_argument("--seeds", type=count, default=5)
+    parser.add_argument("--threads", type=count, help="CPU threads for PyTorch (default: its own choice)")
     parser.add_argument("--data-dir", help="folder holding MNIST's four files (default: the usual lookup)")
     args = parser.parse_args()
 
@@ -41,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,14 +20,16 @@ import digits
 from digits.engine import inference_batch_size, predict_logits, prepare_model
 from digits.models import create_model
 
+from common import count, run_main
+
 CPU = torch.device("cpu")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["seed", "fast", "best"])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 2000])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", nargs="+", type=count, default=[256, 2000])
+    parser.add_argument("--repeats", type=count, default=5)
     parser.add_argument("--data-dir", help="folder of the MNIST files (default: $DIGITS_DATA_DIR/mnist)")
     args = parser.parse_args()
 
@@ -48,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -28,6 +28,8 @@ import numpy as np
 import digits
 from digits.export import export_onnx
 
+from common import count, run_main
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pictures import big_canvas_off_centre  # noqa: E402
 
@@ -47,7 +49,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="checkpoint (.pt)")
     parser.add_argument("--onnx", help="its ONNX export (default: exported now to a temporary file)")
     parser.add_argument("--data-dir", help="folder of the MNIST files (default: $DIGITS_DATA_DIR/mnist)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=count, default=7)
     args = parser.parse_args()
 
     test = digits.load_dataset("mnist", args.data_dir).test
@@ -82,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -24,6 +24,8 @@ import numpy as np
 import digits
 from digits.inference import predict_files
 
+from common import count, run_main
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from picture_set import KINDS, write_numbers, write_pictures  # noqa: E402
 
@@ -31,12 +33,14 @@ from picture_set import KINDS, write_numbers, write_pictures  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint (.pt) or ONNX file")
-    parser.add_argument("--count", type=int, default=300, help="test digits per kind of picture")
-    parser.add_argument("--numbers", type=int, default=300, help="number pictures")
+    parser.add_argument("--count", type=count, default=300, help="test digits per kind of picture")
+    parser.add_argument("--numbers", type=count, default=300, help="number pictures")
     parser.add_argument("--data-dir", help="folder of the MNIST files (default: as `digits data` finds them)")
     args = parser.parse_args()
 
     test = digits.load_dataset("mnist", args.data_dir).test
+    if args.count > len(test):
+        raise digits.DigitsError(f"--count {args.count}: the test set has only {len(test):,} digits")
     images, labels = test.images[:args.count].numpy(), test.labels[:args.count].numpy()
     classifier = digits.load(args.model)
     print(f"model {classifier.info['name']} ({classifier.info['source']}), {args.count} test digits "
@@ -73,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

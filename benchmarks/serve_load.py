@@ -36,6 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from digits import DigitsError
+
+from common import count, positive, run_main
+
 WARM_UP_SECONDS = 2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,13 +61,13 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            sys.exit(f"the server exited with status {server.returncode}")
+            raise DigitsError(f"the server exited with status {server.returncode}")
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1):
                 return
         except OSError:
             time.sleep(0.2)
-    sys.exit("the server did not answer /healthz within a minute")
+    raise DigitsError("the server did not answer /healthz within a minute")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -98,8 +102,9 @@ async def load(port: int, request: bytes, connections: int, seconds: float,
                rate: float | None, max_requests: int) -> tuple[list[float], Counter, float]:
     """Latencies (s) of the answered requests, the errors by kind, and the seconds it took.
 
-    With a rate, connection i sends request k at start + (i + k × connections) / rate (open
-    loop); without one, each connection sends again as soon as it has its answer.
+    Connection i sends the load's requests i, i + connections, … below max_requests, so that
+    however few they are, they are all sent. With a rate, request n is due at start + n / rate
+    (open loop); without one, each connection sends again as soon as it has its answer.
     """
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05
@@ -109,8 +114,8 @@ async def load(port: int, request: bytes, connections: int, seconds: float,
 
     async def connection(i: int) -> None:
         reader = writer = None
-        for k in range(max_requests // connections):
-            due = start + (i + k * connections) / rate if rate else max(start, loop.time())
+        for n in range(i, max_requests, connections):
+            due = start + n / rate if rate else max(start, loop.time())
             if due >= end:
                 break
             await asyncio.sleep(due - loop.time())
@@ -140,11 +145,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint or ONNX file to serve (default: digits' default model)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"))
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--max-batch", type=int, default=64, help="1 turns micro-batching off")
-    parser.add_argument("--rate", type=float, default=1000, help="requests/s offered by the open-loop load")
-    parser.add_argument("--seconds", type=float, default=10, help="length of each load (at most 60)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="most requests in one load")
+    parser.add_argument("--workers", type=count, default=1)
+    parser.add_argument("--max-batch", type=count, default=64, help="1 turns micro-batching off")
+    parser.add_argument("--rate", type=positive, default=1000, help="requests/s offered by the open-loop load")
+    parser.add_argument("--seconds", type=positive, default=10, help="length of each load (at most 60)")
+    parser.add_argument("--max-requests", type=count, default=200_000, help="most requests in one load")
     args = parser.parse_args()
     seconds = min(args.seconds, 60)
 
@@ -184,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -101,8 +101,9 @@ def peak_gflops(device: torch.device, precision: str, repeats: int = 10) -> floa
 
 def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.device, precision: str,
                    repeats: int = 3) -> float:
-    """Test images classified per second, as `digits evaluate` classifies them (median of
-    ``repeats`` passes over the test set)."""
+    """Test images classified per second at ``precision``, the row's (`digits evaluate` reads
+    in fp32), in forward passes of the size evaluate uses; the median of ``repeats`` passes over
+    the test set."""
     seconds = []
     for _ in range(repeats + 1):  # the first pass warms up oneDNN's kernels and is not counted
         tick = time.perf_counter()
@@ -193,9 +194,11 @@ def benchmark(data: Dataset, models: tuple[str, ...] = ("seed", "fast"), epochs:
     with cpu_threads(threads):  # training, classifying and the peak alike
         rows = []
         for name in models:
+            if verbose:  # in place of train's own lines, which name its run folder, soon deleted
+                print(f"Training {name}…", flush=True)
             with tempfile.TemporaryDirectory() as folder:
                 run = train(TrainConfig(model=name, epochs=epochs, precision=precision, device=device,
-                                        out=folder, report=False), data, verbose)
+                                        out=folder, report=False), data, verbose=False)
             rows.append(model_row(run, data, target, resolve_precision(precision, target)))
         result: dict[str, Any] = {"dataset": data.name, "train_images": len(data.train), "device": target.type,
                                   "threads": torch.get_num_threads(),
@@ -257,9 +260,10 @@ def profile_steps(data: Dataset, name: str, images: int | None = None, precision
     images = PROFILE_IMAGES if images is None else images
     batch_size = get_entry(name).recipe.batch_size
     whole_steps = images // batch_size * batch_size  # a short last step would be counted as a whole one
-    if images // batch_size <= PROFILE_WARMUP:
+    if images // batch_size <= PROFILE_WARMUP:  # at least one whole step must follow the warm-up
         raise DigitsError(f"--subset {images}: too few images to profile {name} after its first "
-                          f"{PROFILE_WARMUP} steps; give --subset {PROFILE_IMAGES} or more")
+                          f"{PROFILE_WARMUP} steps of {batch_size}; give --subset "
+                          f"{(PROFILE_WARMUP + 1) * batch_size} or more")
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's start and stop lines (level 5) on stderr
     small = Dataset(data.name, data.classes, data.train.first(whole_steps), data.test.take(slice(0, 16)))
     with cpu_threads(threads), warnings.catch_warnings():
