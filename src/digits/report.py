@@ -302,7 +302,7 @@ def _feature_maps(model: nn.Module, image: np.ndarray, label: str) -> str:
                 f"feature maps of convolution {k}")
         for k, (name, m) in enumerate(maps, 1))
     return (f'<div class="columns"><div>{_digit(image, "the sample digit")}</div>'
-            f'<p class="note">The first test image (a {html.escape(label)}) as each convolution sees it: one map per '
+            f'<p class="note">The first test image, labelled {html.escape(label)}, as each convolution sees it: one map per '
             "channel, brighter where the channel's pattern is present (each map on its own scale, before "
             "the activation). Early maps follow strokes; later ones are coarser and more abstract.</p></div>"
             + figures)
