@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import json
 import os
 import shutil
@@ -48,6 +49,15 @@ def test_the_export_is_onnx_with_any_batch_size(exported):
     assert [d.dim_value for d in images.type.tensor_type.shape.dim[1:]] == [1, 28, 28]
     info = json.loads({p.key: p.value for p in model.metadata_props}["digits"])
     assert info["name"] == "seed" and info["parameters"] == 65_194
+
+
+def test_exporting_leaves_the_caller_s_logging_as_it_was(learned, tmp_path):
+    logging.disable(logging.ERROR)
+    try:
+        export_onnx(learned.checkpoint, tmp_path / "quiet.onnx")
+        assert logging.root.manager.disable == logging.ERROR
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def test_onnx_and_pytorch_agree_on_the_whole_test_set(exported, mnist):

@@ -186,6 +186,33 @@ def test_fit_on_given_pictures_with_the_training_engine(mnist, tmp_path):
         Classifier(model="seed", epochs=1.5, out=tmp_path / "half").fit(images, labels)
 
 
+def test_numpy_numbers_as_a_grid_search_gives_them(mnist, tmp_path):
+    images, labels = mnist.train.images[:300].numpy(), mnist.train.labels[:300].numpy()
+    clf = Classifier(model="seed", epochs=np.int64(1), batch_size=np.int64(64), lr=np.float64(1e-3),
+                     seed=np.int64(2), normalize=np.bool_(True), out=tmp_path / "run").fit(images, labels)
+    config = load_checkpoint(tmp_path / "run" / "model.pt")["config"]  # a checkpoint safe loading accepts
+    assert (config["epochs"], config["batch_size"], config["lr"], config["seed"]) == (1, 64, 1e-3, 2)
+    assert type(config["seed"]) is int and config["normalize"] is True
+    assert clf.info["accuracy"] is not None
+    assert not (tmp_path / "run" / "report.html").exists()  # a fit on given images is a step, not a run to read
+    for bad, message in ((dict(seed=-1), "--seed -1: give a whole number from 0 to"),
+                         (dict(seed="3"), "--seed '3': give a number"),
+                         (dict(normalize=1), "normalize=1: give True or False")):
+        with pytest.raises(DigitsError, match=message):
+            Classifier(model="seed", **bad).fit(images, labels)
+
+
+def test_rows_of_784_pixels_16_bits_and_normalised_pixels(classifier, mnist):
+    batch = mnist.test.images[:20].numpy()
+    expected = classifier.predict(batch)
+    assert np.array_equal(classifier.predict(batch.reshape(20, 784)), expected)  # as mnist_784 holds them
+    sixteen = batch.astype(np.uint16) * 257
+    assert np.array_equal(classifier.predict(sixteen), expected)
+    assert np.array_equal(classifier.predict(list(sixteen)), classifier.predict(list(batch)))
+    with pytest.raises(DigitsError, match=r"^the images are mostly negative, .* undo any normalisation"):
+        classifier.predict((batch / 255 - 0.1307) / 0.3081)
+
+
 def test_fit_on_the_dataset(tmp_path, make_dataset):
     folder = make_dataset(tmp_path / "tiny", train=300, test=100)
     clf = Classifier(model="seed", dataset="tiny", epochs=1, normalize=True, data_dir=folder,

@@ -56,10 +56,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None) -> dict[s
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter logs and warns about things that do not concern the user (torchvision ops)."""
-    logging.disable(logging.WARNING)
+    disabled = logging.root.manager.disable  # the caller's own setting, given back after
+    logging.disable(max(disabled, logging.WARNING))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(disabled)

@@ -25,7 +25,7 @@ from .errors import DigitsError
 from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
                     newest_runs_first, output_folder)
 from .mnist import DIGIT_CLASSES, FIELD
-from .prepare import UNIT_TOP, Source, as_numpy, is_array, prepare, segment_number
+from .prepare import Source, as_numpy, is_array, on_255_scale, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -197,7 +197,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
     ``Classifier(model="fast").fit()`` trains a zoo model on MNIST with the command line's
     engine (or on given images and labels); ``digits.load(path)`` gives a fitted one. Images
     are file paths, bytes, binary files, PIL images or NumPy arrays: a 2-D array is one
-    picture, an (N, 28, 28) or (N, 1, 28, 28) array a batch of MNIST-style digits (white on black), used as is.
+    picture, an (N, 28, 28), (N, 1, 28, 28) or (N, 784) array a batch of MNIST-style digits
+    (white on black, 0–255 or 0–1), used as is.
     """
 
     def __init__(self, model: str = "fast", *, dataset: str = "mnist", epochs: int | None = None,
@@ -231,11 +232,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
         config = TrainConfig(model=self.model, dataset=self.dataset, epochs=self.epochs,
                              batch_size=self.batch_size, lr=self.lr, normalize=self.normalize,
                              seed=self.seed, subset=self.subset, device=self.device,
-                             precision=self.precision, data_dir=self.data_dir, out=self.out)
+                             precision=self.precision, data_dir=self.data_dir, out=self.out,
+                             report=X is None)  # a fit on given images is a step, as in a grid search
         if X is None and (y is not None or validation_data is not None):
             raise DigitsError("y and validation_data go with X: give the images to fit on too, or none of "
                               "them to train on the dataset")
-        data = None if X is None else _dataset(X, y, validation_data, self.seed)
+        data = None if X is None else _dataset(X, y, validation_data, config.with_defaults().seed)
         run = train(config, data, verbose=self.verbose)
         return self._fitted(TorchBackend(run.checkpoint, self.device, self.precision), run.checkpoint)
 
@@ -298,6 +300,8 @@ def prepare_all(images: Images) -> np.ndarray:
     """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
     if is_array(images):
         images = as_numpy(images)  # e.g. a torch tensor of dataset digits
+    if isinstance(images, np.ndarray) and images.ndim == 2 and images.shape[1] == FIELD * FIELD:
+        images = images.reshape(-1, FIELD, FIELD)  # rows of 784 pixels, as scikit-learn's mnist_784 has them
     if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
         return as_digits(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
     if isinstance(images, np.ndarray) and images.dtype.kind in "USO" and images.ndim == 1:
@@ -317,16 +321,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def as_digits(batch: np.ndarray) -> np.ndarray:
     """MNIST-style digits (N, 28, 28) as uint8 0–255, contiguous (a flipped view is copied); a
-    digit in 0–1 is scaled up, each judged on its own as prepare judges one picture."""
+    digit in 0–1 or 16-bit is scaled, each judged on its own as prepare judges one picture."""
     if batch.dtype == np.uint8:
         return np.ascontiguousarray(batch)
-    batch = batch.astype(np.float32)
-    if not np.isfinite(batch).all():
-        raise DigitsError("the images hold NaN or infinite values — clean them first")
-    if batch.size:
-        tops = batch.reshape(len(batch), -1).max(1)
-        batch = batch * np.where(tops <= UNIT_TOP, np.float32(255), np.float32(1))[:, None, None]
-    return np.clip(np.round(batch), 0, 255).astype(np.uint8)
+    return np.clip(np.round(on_255_scale(batch, "the images")), 0, 255).astype(np.uint8)
 
 
 def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Sequence[int]] | None,

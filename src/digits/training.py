@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import platform
 import sys
 import time
@@ -66,9 +67,36 @@ class TrainConfig:
     report: bool = True  # write report.html into the run folder at the end
     tensorboard: str | Path | None = None  # also log to TensorBoard, in this folder
 
+    def __post_init__(self) -> None:
+        """Plain Python numbers whatever was given: NumPy's, which a scikit-learn grid search
+        passes, would not survive a checkpoint's safe loading, the JSON files or the schedule."""
+        for key in ("epochs", "batch_size", "seed", "threads", "subset", "holdout"):
+            setattr(self, key, _plain_number(key, getattr(self, key), whole=True))
+        for key in ("lr", "target_accuracy", "time_limit"):
+            setattr(self, key, _plain_number(key, getattr(self, key), whole=False))
+        if self.normalize is not None:
+            if not isinstance(self.normalize, (bool, np.bool_)):
+                raise DigitsError(f"normalize={self.normalize!r}: give True or False")
+            self.normalize = bool(self.normalize)
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise DigitsError(f"--seed {self.seed}: give a whole number from 0 to {MAX_SEED}")
+
     def with_defaults(self) -> TrainConfig:
         """The model, dataset and seed not given, as DEFAULTS has them."""
         return replace(self, **{key: value for key, value in DEFAULTS.items() if getattr(self, key) is None})
+
+
+def _plain_number(key: str, value: Any, whole: bool) -> int | float | None:
+    if value is None:
+        return None
+    flag = f"--{key.replace('_', '-')}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise DigitsError(f"{flag} {value!r}: give a number")
+    if not whole or not math.isfinite(value):  # an infinite count is refused with the other bad values
+        return float(value)
+    if not float(value).is_integer():
+        raise DigitsError(f"{flag} {value:g}: give a whole number")
+    return int(value)
 
 
 @dataclass
@@ -224,8 +252,6 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
             raise DigitsError(f"{flag} {value:g}: give a positive number")
         if flag != "--lr" and value != int(value):
             raise DigitsError(f"{flag} {value:g}: give a whole number")
-    if not 0 <= config.seed <= MAX_SEED:
-        raise DigitsError(f"--seed {config.seed}: give a whole number from 0 to {MAX_SEED}")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:
