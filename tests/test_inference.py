@@ -66,6 +66,7 @@ def test_predict_prepared_is_the_batch_path(classifier, mnist):
     batch = mnist.test.images[:100].numpy()
     np.testing.assert_allclose(classifier.predict_prepared(batch), classifier.predict_proba(batch))
     assert classifier.predict_prepared(batch[:0]).shape == (0, 10)
+    np.testing.assert_array_equal(classifier.predict_prepared(batch[:, None]), classifier.predict_prepared(batch))
     # Views read backwards, as uint8 and as floats in 0–1, are digits like any other.
     for flipped in (batch[:, :, ::-1], batch[:, :, ::-1] / 255.0):
         np.testing.assert_allclose(classifier.predict_prepared(flipped),

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from digits import Dataset, DigitsError, Run, TrainConfig, load_checkpoint, load_model, save_checkpoint, train
+from digits.evaluation import evaluate
 
 KEYS = ["epoch", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
 
@@ -47,6 +48,12 @@ def small(mnist) -> Dataset:
 def test_a_short_run_learns(learned):
     # One epoch on 3,000 digits, measured on 2,000 test digits it never saw.
     assert learned.accuracy >= 0.90
+
+
+def test_a_run_and_an_evaluation_print_briefly(learned, mnist):
+    assert repr(learned) == f"Run(folder={learned.folder!r})"  # not the network and every epoch
+    result = evaluate(learned.model, mnist.test.take(slice(0, 100)))
+    assert repr(result) == f"Evaluation(loss={result.loss!r}, accuracy={result.accuracy!r})"
 
 
 def test_the_run_folder(learned):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -22,10 +22,13 @@ from .plots import plot_confusion, plot_mistakes
 
 @dataclass
 class Evaluation:
+    """A model's reading of a labelled split: mean cross-entropy ``loss``, ``accuracy``, the
+    ``probabilities`` (N, 10) and true ``labels`` (N,); the rest is derived from them."""
+
     loss: float
     accuracy: float
-    probabilities: np.ndarray  # (N, 10)
-    labels: np.ndarray  # (N,)
+    probabilities: np.ndarray = field(repr=False)  # (N, 10)
+    labels: np.ndarray = field(repr=False)  # (N,)
 
     @property
     def predictions(self) -> np.ndarray:

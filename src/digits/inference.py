@@ -269,8 +269,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return prepare(image)
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 10) of MNIST-style digits (N, 28, 28): one array in, no per-image work."""
+        """Probabilities (N, 10) of MNIST-style digits (N, 28, 28) or (N, 1, 28, 28): one array in,
+        no per-image work."""
         batch = as_digits(np.asarray(batch))
+        if batch.ndim == 4 and batch.shape[1] == 1:  # as PyTorch batches them
+            batch = batch[:, 0]
         if batch.ndim != 3 or batch.shape[1:] != (FIELD, FIELD):
             raise DigitsError(f"expected MNIST-style digits of shape (N, 28, 28), got {batch.shape}")
         return softmax(self._backend().logits(batch))

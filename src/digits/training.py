@@ -101,11 +101,12 @@ def _plain_number(key: str, value: Any, whole: bool) -> int | float | None:
 
 @dataclass
 class Run:
-    """A finished (or resumed-and-finished) training run."""
+    """A finished (or resumed-and-finished) training run: its folder, its trained model and its
+    history, one row per epoch as in history.json."""
 
     folder: Path
-    model: nn.Module
-    history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module = field(repr=False)  # printed whole, a network and its history bury the folder
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def checkpoint(self) -> Path:
