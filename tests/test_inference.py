@@ -207,11 +207,17 @@ def test_rows_of_784_pixels_16_bits_and_normalised_pixels(classifier, mnist):
     batch = mnist.test.images[:20].numpy()
     expected = classifier.predict(batch)
     assert np.array_equal(classifier.predict(batch.reshape(20, 784)), expected)  # as mnist_784 holds them
-    sixteen = batch.astype(np.uint16) * 257
-    assert np.array_equal(classifier.predict(sixteen), expected)
-    assert np.array_equal(classifier.predict(list(sixteen)), classifier.predict(list(batch)))
-    with pytest.raises(DigitsError, match=r"^the images are mostly negative, .* undo any normalisation"):
-        classifier.predict((batch / 255 - 0.1307) / 0.3081)
+    for deeper in (batch.astype(np.uint16) * 257, batch.astype(np.uint16) * 16):  # 16 and 12 bits
+        assert np.array_equal(classifier.predict(deeper), expected)
+        assert np.array_equal(classifier.predict(list(deeper)), classifier.predict(list(batch)))
+    overshooting = batch.astype(np.float32)
+    overshooting[0, 14, 14] = 300  # as bicubic resampling leaves a 0–255 digit: not a 16-bit one
+    assert np.array_equal(classifier.predict(overshooting), expected)
+    normalised = batch / 255.0
+    normalised[3] = (normalised[3] - 0.1307) / 0.3081  # one image among others
+    with pytest.raises(DigitsError, match=r"^the images are mostly negative \(image 3 of 20, from 0\), .* undo any "
+                                          "normalisation"):
+        classifier.predict(normalised)
 
 
 def test_fit_on_the_dataset(tmp_path, make_dataset):

@@ -77,26 +77,27 @@ def _check_size(width: int, height: int, name: str) -> None:
                           f"{MAX_PIXELS // 1_000_000}-megapixel limit — scale it down first")
 
 
-def full_scale(top: float | np.ndarray) -> float | np.ndarray:
-    """The full scale of pixel values that reach ``top``: 1 (0–1), 255 (8-bit) or 65535 (16-bit)."""
-    return np.where(top <= UNIT_TOP, 1.0, np.where(top <= 255, 255.0, 65535.0))
-
-
 def on_255_scale(images: np.ndarray, name: str) -> np.ndarray:
-    """Pixel values as float32 on MNIST's 0–255 scale, each image along the first axis judged
-    on its own by its full scale, as one picture is. ``name`` says what holds them in errors."""
+    """Pixel values as float32 on MNIST's 0–255 scale (to be clipped to it), each image along the
+    first axis judged on its own: up to UNIT_TOP a 0–1 image, scaled up; up to UNIT_TOP × 255 a
+    0–255 one, overshooting as resampling leaves it; above, 12- or 16-bit, scaled by its own top.
+    ``name`` says what holds them in errors."""
     a = np.asarray(images, dtype=np.float32)
     if not np.isfinite(a).all():
         raise DigitsError(f"{name} hold NaN or infinite values — clean them first")
-    # Resampling rings below 0 around strokes (up to a tenth of the pixels), which is clipped; a
-    # background below 0 is a normalisation, which clipping would turn into blank pictures.
-    if a.size and np.count_nonzero(a < 0) >= a.size / 2:
-        raise DigitsError(f"{name} are mostly negative, and pixels are 0–255 or 0–1 — undo any normalisation "
-                          "(such as (x - 0.1307) / 0.3081) first")
     if not a.size:
         return a
-    tops = a.reshape(len(a), -1).max(1)
-    return a * (255 / full_scale(tops)).astype(np.float32).reshape(-1, *[1] * (a.ndim - 1))
+    flat = a.reshape(len(a), -1)
+    # Resampling rings below 0 around strokes (up to a tenth of the pixels), which is clipped; a
+    # background below 0 is a normalisation, which clipping would turn into a blank picture.
+    normalised = np.flatnonzero(np.count_nonzero(flat < 0, axis=1) >= flat.shape[1] / 2)
+    if len(normalised):
+        which = f" (image {normalised[0]} of {len(a)}, from 0)" if len(a) > 1 else ""
+        raise DigitsError(f"{name} are mostly negative{which}, and pixels are 0–255 or 0–1 — undo any "
+                          "normalisation (such as (x - 0.1307) / 0.3081) first")
+    tops = flat.max(1)
+    factors = np.where(tops <= UNIT_TOP, 255, np.where(tops <= UNIT_TOP * 255, 1, 255 / np.maximum(tops, 1)))
+    return a * factors.astype(np.float32).reshape(-1, *[1] * (a.ndim - 1))
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
@@ -162,7 +163,8 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     """
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         a = np.asarray(image, dtype=np.float32)
-        return np.clip(a / full_scale(a.max()), 0, 1)
+        top = a.max()
+        return np.clip(a / (1.0 if top <= UNIT_TOP else 255.0 if top <= 255 else 65535.0), 0, 1)
     if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
