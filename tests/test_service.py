@@ -184,6 +184,15 @@ def test_read_a_number(client, classifier, mnist):
     assert reply["confidences"] == pytest.approx(expected["confidences"], abs=1e-6)
     assert reply["confidence"] == pytest.approx(np.prod(reply["confidences"]), abs=1e-6)
     assert [np.asarray(x).shape for x in reply["inputs"]] == [(28, 28)] * 4
+    # Figures spelt as the model's float32, as /predict spells them, not as float64 ("0.9999984502792358")
+    figures = reply["confidences"] + [p for row in reply["probabilities"] for p in row]
+    assert all(str(np.float32(p)) == str(p) for p in figures)
+
+
+def test_a_blank_grid_read_as_a_number_is_named_by_its_field(client):
+    answer = client.post("/predict?number=true", json={"pixels": [[0] * 28] * 28})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == '"pixels": no ink found — the picture looks blank'
 
 
 def test_batch(client, classifier, mnist, seven_png):

@@ -369,7 +369,7 @@ def prepare(source: Source) -> np.ndarray:
     ready = _mnist_style(gray)
     if ready is not None:
         return ready
-    out, labels, keep = _strokes(gray, _name(source))
+    out, labels, keep = _strokes(gray, name or _name(source))
     return _fit(np.where(np.isin(labels, keep), out, 0))
 
 
@@ -403,8 +403,9 @@ def _split(piece: np.ndarray, line: int) -> list[np.ndarray]:
     return pieces or [piece]
 
 
-def segment_number(source: Source) -> list[np.ndarray]:
-    """The digits of a multi-digit number's picture, left to right, each as prepare() makes it.
+def segment_number(source: Source, name: str | None = None) -> list[np.ndarray]:
+    """The digits of a multi-digit number's picture, left to right, each as prepare() makes it;
+    errors call the picture ``name`` (by default its path, or what kind of thing it is).
 
     Ink is split into connected components. A fragment goes with the digit it lies over or
     under: one whose horizontal extent overlaps most of the narrower one's, or a short one
@@ -415,7 +416,7 @@ def segment_number(source: Source) -> list[np.ndarray]:
     ready = _mnist_style(gray)
     if ready is not None:
         return [ready]
-    out, labels, keep = _strokes(gray, _name(source))
+    out, labels, keep = _strokes(gray, name or _name(source))
     boxes = ndimage.find_objects(labels)
     line = max(boxes[i - 1][0].stop - boxes[i - 1][0].start for i in keep)
     groups: list[list] = []  # [left, right, labels]; built from the largest component down

@@ -473,9 +473,14 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
         """
         (picture,) = await read_pictures(request, many=False)
         if number:  # cut apart off the event loop; read in the model's thread, batched like any digits
-            pieces = await to_thread.run_sync(segment_number, picture, limiter=decoders)
-            reading = number_reading(pieces, await batcher(np.stack(pieces)))
+            pieces = await to_thread.run_sync(segment_number, picture,
+                                              '"pixels"' if isinstance(picture, np.ndarray) else None,
+                                              limiter=decoders)
+            probabilities = await batcher(np.stack(pieces))
+            reading = number_reading(pieces, probabilities)
+            # float32 as the model gives them, and as /predict sends them: not float64's long spellings
             return orjson_response({**{k: v for k, v in reading.items() if k != "images"},
+                                    "confidences": probabilities.max(1), "probabilities": probabilities,
                                     "inputs": reading["images"], "model": name})
         images = await prepare([picture])
         probabilities = await batcher(images)
