@@ -369,7 +369,7 @@ def prepare(source: Source) -> np.ndarray:
     ready = _mnist_style(gray)
     if ready is not None:
         return ready
-    out, labels, keep = _strokes(gray, name or _name(source))
+    out, labels, keep = _strokes(gray, _name(source))
     return _fit(np.where(np.isin(labels, keep), out, 0))
 
 
