@@ -523,16 +523,21 @@ def test_serve_with_two_workers(learned, mnist, free_port):
     server = subprocess.Popen([sys.executable, "-m", "digits", "serve", "--model", str(learned.checkpoint),
                                "--port", str(port), "--workers", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a fresh connection per request, so that the kernel hands requests to both workers
+    one_request_per_connection = httpx.Limits(max_keepalive_connections=0)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=one_request_per_connection) as c:
             wait_until_up(server, c)
-            digits = mnist.test.images[:12].numpy()
+            workers = [pid for pid in open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+                       if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+            assert len(workers) == 2
+            digits = mnist.test.images[:40].numpy()
             for d in digits:
                 assert c.post("/predict", json={"pixels": d.tolist()}).status_code == 200
             # both workers count into one set of metrics
             metrics = c.get("/metrics").text
             count = re.search(r'^digits_requests_total\{endpoint="/predict",status="200"\} (\S+)$', metrics, re.M)
-            assert count and float(count.group(1)) == 12
+            assert count and float(count.group(1)) == 40
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=30)
