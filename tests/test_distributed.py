@@ -114,7 +114,15 @@ def test_a_rank_killed_before_the_first_checkpoint_is_not_advised_to_resume(tmp_
 
 
 def test_every_rank_draws_its_own_distortions_from_a_shared_order():
-    from digits.training import epoch_seed
+    from digits.training import epoch_order, epoch_seed
+
+    shards, draws = [], []
+    for world in (World(0, 1), World(0, 2), World(1, 2)):
+        shards.append(epoch_order(5, 2, 100, 10, world))
+        draws.append(torch.rand(4))  # what the epoch's distortions would draw first
+    whole, first, second = shards
+    assert torch.equal(whole, torch.cat([first.view(-1, 5), second.view(-1, 5)], 1).view(-1))  # one order
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
 
     seeds = {epoch_seed(seed, epoch, rank) for seed in (0, 1, 2**32 - 1) for epoch in range(300) for rank in range(8)}
     assert len(seeds) == 3 * 300 * 8 and max(seeds) < 2**64

@@ -167,6 +167,18 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return seed * 1_000_003 + epoch + (rank << 56)
 
 
+def epoch_order(seed: int, epoch: int, count: int, world_batch: int, world: distributed.World,
+                device: torch.device | None = None) -> torch.Tensor:
+    """This rank's share of an epoch's order of the ``count`` images, the order the same on every
+    rank; the random state is left at the rank's own draws for the epoch, so that no two ranks
+    distort their images alike (rank 0 draws as a run of one process does)."""
+    torch.manual_seed(epoch_seed(seed, epoch))
+    order = world.shard(torch.randperm(count, device=device), world_batch)
+    if world.rank:
+        torch.manual_seed(epoch_seed(seed, epoch, world.rank))
+    return order
+
+
 def default_run_dir(model: str) -> Path:
     """runs/MODEL-DATE-TIME, numbered -2, -3, … after another run started in the same second."""
     stem = f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -315,10 +327,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     stopped = None
     elapsed = history[-1].get("elapsed", 0.0) if history else 0.0  # training seconds so far
     for epoch in range(len(history), recipe.epochs):
-        torch.manual_seed(epoch_seed(config.seed, epoch))
-        order = world.shard(torch.randperm(len(labels), device=device), recipe.batch_size)
-        if world.rank:  # the order is shared; a rank's distortions must not copy rank 0's
-            torch.manual_seed(epoch_seed(config.seed, epoch, world.rank))
+        order = epoch_order(config.seed, epoch, len(labels), recipe.batch_size, world, device)
         model.train()
         seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         tick = time.perf_counter()
