@@ -46,6 +46,8 @@ def test_a_batch_is_float_channels_last_with_one_channel():
 def test_compilation_is_off_unless_asked():
     model = torch.nn.Linear(2, 2)
     assert maybe_compile(model, False) is model
+    compiled = maybe_compile(model, True)  # compiles lazily, at its first call
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule) and compiled._orig_mod is model
 
 
 def test_augmentation_distorts_each_image_differently_and_reproducibly(mnist):
