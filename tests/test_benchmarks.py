@@ -130,7 +130,9 @@ def test_predict_speed(learned):
 
 def test_real_pictures(learned):
     out = run_script("real_pictures.py", "--model", learned.checkpoint, "--count", "3", "--numbers", "3")
-    assert 0 <= percent(out, "overall") <= 100 and 0 <= percent(out, "numbers read whole") <= 100
+    # a learned model reads nearly all of the pictures of test digits; a script that scored them wrongly would not
+    assert 70 <= percent(out, "overall") <= 100 and 70 <= percent(out, "same digits, MNIST-style") <= 100
+    assert 60 <= percent(out, "numbers read whole") <= 100  # two of its three numbers, at least
 
 
 def test_startup(learned):
@@ -155,7 +157,9 @@ def test_best_holdout():
     assert "optimizer='adam'" in out and "weight_decay=0.0," in out and "rotate=15" in out
     each = [int(n) for n in re.findall(r"seed \d: misreads (\d+) of 10,000 held-out digits reading twice", out)]
     mean, ensemble = re.search(r"mean ([\d.]+) misread .* the ensemble of 2 misreads (\d+)", out).groups()
-    assert len(each) == 2 and float(mean) == sum(each) / 2 and 0 <= int(ensemble) <= 10_000
+    assert len(each) == 2 and float(mean) == sum(each) / 2
+    # averaged probabilities read about as well as the better member, never far worse than the worse one
+    assert 0 <= int(ensemble) <= max(each) + 500
 
 
 def test_calibration():
