@@ -342,9 +342,10 @@ def test_a_mirror_that_is_not_a_url_is_a_clear_error(home, monkeypatch):
         load_dataset("mnist")
 
 
-def test_a_dataset_not_here_yet_is_not_said_to_have_failed_to_download(tiny, home, mirror):
+def test_a_dataset_not_here_yet_is_not_said_to_have_failed_to_download(tiny, home, mirror, monkeypatch):
     from digits.data import describe
 
+    monkeypatch.setenv("DIGITS_MIRRORS", mirror.url + "/good/")  # where a download would go
     info = describe("tiny")  # `digits data` looks, and downloads nothing
     assert info["status"] == "missing" and mirror.requests == []
     assert info["message"].startswith("dataset 'tiny' not here yet (training downloads it): put its four files")
