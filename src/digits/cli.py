@@ -431,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = args.run(args)
     except DigitsError as e:
-        print(f"digits: error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(str(e))
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] != "torch":
             raise
@@ -448,9 +447,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as e:  # a path the system refused: a file where a folder must be, no permission, a full disk
         where = f"{e.filename}: " if e.filename else ""
-        print(f"digits: error: {where}{e.strerror or e} — check the path, or choose another", file=sys.stderr)
-        return 2
+        return _refuse(f"{where}{e.strerror or e} — check the path, or choose another")
     return status or 0  # a command that went on past bad inputs says so in its status
+
+
+def _refuse(reason: str) -> int:
+    """One line on standard error, and status 2. The ranks `--nproc` started hand the line to
+    their parent instead, which says it once for them all."""
+    if "RANK" in os.environ:
+        from .distributed import hand_to_launcher
+
+        if hand_to_launcher(reason):
+            return 2
+    print(f"digits: error: {reason}", file=sys.stderr)
+    return 2
 
 
 def _speaks_for_the_run() -> bool:

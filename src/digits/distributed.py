@@ -32,8 +32,9 @@ from torch import nn
 from .errors import DigitsError
 from .files import RUN_CHECKPOINT
 
-# Set by `launch` for the ranks it starts: their parent says in one line how the run ended,
-# so they keep quiet about interrupts and lost peers, and exit with LOST_CONTACT for the latter.
+# Set by `launch` for the ranks it starts, to a folder of its own: their parent says in one line
+# how the run ended, so they keep quiet about interrupts and lost peers (exiting with LOST_CONTACT
+# for the latter) and leave the line saying why they refused to run in that folder.
 LAUNCHED = "DIGITS_LAUNCHED"
 LOST_CONTACT = 3
 
@@ -197,6 +198,16 @@ def failures_reported() -> Iterator[None]:
                           f"({message or type(e).__name__})") from None
 
 
+def hand_to_launcher(refusal: str) -> bool:
+    """Under `launch`, leave this rank's refusal for its parent to say once for all the ranks;
+    False elsewhere (under torchrun each rank says it)."""
+    folder = os.environ.get(LAUNCHED)
+    if folder is None:
+        return False
+    (Path(folder) / f"refused-{os.environ['RANK']}").write_text(refusal)
+    return True
+
+
 def launch(nproc: int, train_args: list[str], device: torch.device, folder: Path | None) -> None:
     """Run `digits train ARGS` on nproc local processes on ``device``, as torchrun would, into
     the run ``folder`` (None: the newest run, resumed)."""
@@ -208,32 +219,35 @@ def launch(nproc: int, train_args: list[str], device: torch.device, folder: Path
     check_processes(nproc)
     check_gpus(nproc, device)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does: N processes of N threads would fight
-    os.environ[LAUNCHED] = "1"
     # The agent's own log lines would bury the one line that says what happened. (Its modules'
     # loggers have levels of their own, so the parent's is not enough.)
     for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
         if name.startswith("torch.distributed.elastic"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        # The agent keeps its per-run files (error reports of failed ranks) in a folder of its
-        # own, which it would leave behind in the temporary directory after every run.
-        with tempfile.TemporaryDirectory(prefix="digits-launch-") as agent_files:
+    # The agent keeps its per-run files (error reports of failed ranks) in a folder of its
+    # own, which it would leave behind in the temporary directory after every run.
+    with tempfile.TemporaryDirectory(prefix="digits-launch-") as launch_files:
+        os.environ[LAUNCHED] = launch_files
+        try:
             config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id="digits",
                                   rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0,
-                                  monitor_interval=0.5, logs_specs=DefaultLogsSpecs(log_dir=agent_files))
+                                  monitor_interval=0.5, logs_specs=DefaultLogsSpecs(log_dir=launch_files))
             elastic_launch(config, sys.executable)("-m", "digits", "train", *train_args)
-    except SignalException:  # Ctrl-C or kill: the agent stopped the ranks, which keep their checkpoint
-        raise KeyboardInterrupt from None
-    except ChildFailedError as e:
-        # Ranks the agent stopped (SIGTERM) or that lost their peer only followed the one that failed.
-        failures = {r: f for r, f in e.failures.items()
-                    if f.exitcode not in (-signal.SIGTERM, LOST_CONTACT)} or e.failures
-        if all(f.exitcode == 2 for f in failures.values()):  # refused: each rank said why, in one line
-            raise SystemExit(2) from None
-        what = ", ".join(f"rank {rank} " + (f"was killed by signal {-f.exitcode}" if f.exitcode < 0
-                                            else f"exited with status {f.exitcode}")
-                         for rank, f in sorted(failures.items()))
-        saved = folder is None or (folder / RUN_CHECKPOINT).is_file()
-        raise DigitsError(f"distributed run failed: {what}; " + (
-            "the last checkpoint is intact — run the same command with --resume to continue" if saved else
-            "it ended before its first checkpoint, so nothing was saved — run the same command again")) from None
+        except SignalException:  # Ctrl-C or kill: the agent stopped the ranks, which keep their checkpoint
+            raise KeyboardInterrupt from None
+        except ChildFailedError as e:
+            # Ranks the agent stopped (SIGTERM) or that lost their peer only followed the one that failed.
+            failures = {r: f for r, f in e.failures.items()
+                        if f.exitcode not in (-signal.SIGTERM, LOST_CONTACT)} or e.failures
+            if all(f.exitcode == 2 for f in failures.values()):  # refused, each rank most often for one reason
+                refusals = dict.fromkeys(p.read_text() for p in sorted(Path(launch_files).glob("refused-*")))
+                if refusals:
+                    raise DigitsError("; ".join(refusals)) from None
+                raise SystemExit(2) from None
+            what = ", ".join(f"rank {rank} " + (f"was killed by signal {-f.exitcode}" if f.exitcode < 0
+                                                else f"exited with status {f.exitcode}")
+                             for rank, f in sorted(failures.items()))
+            saved = folder is None or (folder / RUN_CHECKPOINT).is_file()
+            raise DigitsError(f"distributed run failed: {what}; " + (
+                "the last checkpoint is intact — run the same command with --resume to continue" if saved else
+                "it ended before its first checkpoint, so nothing was saved — run the same command again")) from None
