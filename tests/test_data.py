@@ -174,6 +174,30 @@ def test_data_dir_missing_files_are_named(make_dataset, tmp_path):
     assert str(folder) in str(error.value)
     with pytest.raises(DigitsError, match="missing " + ", ".join(ALL_FILES).replace(".", r"\.")):
         load_dataset("mnist", tmp_path / "nothing-here")
+    # the folder DIGITS_DATA_DIR names, which holds the dataset's own folder
+    make_dataset(tmp_path / "root" / "tiny", train=30, test=20)
+    with pytest.raises(DigitsError, match=f"it holds tiny/, which has them: give --data-dir {tmp_path}/root/tiny$"):
+        load_dataset("tiny", tmp_path / "root")
+
+
+def test_a_read_only_file_is_not_replaced_and_a_writable_one_keeps_its_mode(tmp_path):
+    kept, shared = tmp_path / "kept.idx", tmp_path / "shared.idx"
+    for path in (kept, shared):
+        write_idx(path, np.arange(3, dtype=np.uint8))
+    kept.chmod(0o444)
+    with pytest.raises(PermissionError, match="a read-only file, not replaced"):
+        write_idx(kept, np.zeros(5, np.uint8))
+    np.testing.assert_array_equal(read_idx(kept), np.arange(3))
+    assert kept.stat().st_mode & 0o777 == 0o444 and sorted(p.name for p in tmp_path.iterdir()) == ["kept.idx", "shared.idx"]
+    shared.chmod(0o664)
+    write_idx(shared, np.zeros(5, np.uint8))
+    assert len(read_idx(shared)) == 5 and shared.stat().st_mode & 0o777 == 0o664
+
+
+def test_an_array_idx_cannot_hold_is_refused_before_writing(tmp_path):
+    with pytest.raises(DigitsError, match="an array of 5 dimensions; IDX files here hold 1 to 4"):
+        write_idx(tmp_path / "x.idx", np.zeros((1, 1, 1, 1, 2), np.uint8))
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("data_root", [True, False], ids=["DIGITS_DATA_DIR", "no DIGITS_DATA_DIR"])

@@ -90,6 +90,9 @@ def decompress(raw: bytes, source: str | Path) -> bytes:
         raise DigitsError(f"{source}: damaged gzip file ({e})") from None
 
 
+MAX_IDX_DIMENSIONS = 4  # MNIST's files have one (labels) or three (images)
+
+
 def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
     """Parse IDX bytes, checking magic number, type code, dimensions and length."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
@@ -99,8 +102,9 @@ def parse_idx(data: bytes, source: str | Path = "<bytes>") -> np.ndarray:
         raise DigitsError(f"{source}: unknown IDX type code 0x{code:02x}")
     if ndim == 0 or len(data) < 4 + 4 * ndim:
         raise DigitsError(f"{source}: IDX header is truncated or has no dimensions")
-    if ndim > 4:  # MNIST's files have one (labels) or three (images)
-        raise DigitsError(f"{source}: IDX header declares {ndim} dimensions; datasets of images have at most 4")
+    if ndim > MAX_IDX_DIMENSIONS:
+        raise DigitsError(f"{source}: IDX header declares {ndim} dimensions; datasets of images have at most "
+                          f"{MAX_IDX_DIMENSIONS}")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_DTYPES[code])
     expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize  # Python's integers: no overflow
@@ -128,6 +132,9 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     code = IDX_CODES.get(array.dtype.newbyteorder("="))
     if code is None:
         raise DigitsError(f"{path}: IDX cannot store dtype {array.dtype}")
+    if not 1 <= array.ndim <= MAX_IDX_DIMENSIONS:  # what read_idx would refuse
+        raise DigitsError(f"{path}: an array of {array.ndim} dimensions; IDX files here hold 1 to "
+                          f"{MAX_IDX_DIMENSIONS}")
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
     data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
     if str(path).endswith(".gz"):
@@ -217,7 +224,9 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
         folder = Path(data_dir)
         missing = [f for f in ALL_FILES if not _file_in(folder, f)]
         if missing:
-            raise DigitsError(f"--data-dir {folder}: missing {', '.join(missing)}")
+            inside = folder / name
+            hint = (f" — it holds {name}/, which has them: give --data-dir {inside}" if _has_all(inside) else "")
+            raise DigitsError(f"--data-dir {folder}: missing {', '.join(missing)}{hint}")
         return folder
     for _, folder in candidate_dirs(name):
         if _has_all(folder):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,11 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     blocking = _file_in_the_way(path)
     if blocking:  # mkdir would say "File exists", which does not say which is wrong
         raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(blocking))
+    # A rename replaces a file whatever its mode (and root may write anything), so a file its
+    # owner made read-only is refused here; a writable one keeps its mode.
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644  # not mkstemp's 0600, hiding runs
+    if not mode & stat.S_IWUSR:
+        raise PermissionError(errno.EACCES, "a read-only file, not replaced", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -75,7 +81,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide reports and checkpoints from others
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:  # named after the file asked for, not the hidden temporary one
         Path(tmp).unlink(missing_ok=True)
