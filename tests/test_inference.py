@@ -220,6 +220,24 @@ def test_rows_of_784_pixels_16_bits_and_normalised_pixels(classifier, mnist):
         classifier.predict(normalised)
 
 
+def test_keras_layout_nested_lists_and_dark_digits_on_light(classifier, mnist):
+    batch = mnist.test.images[:20].numpy()
+    expected = classifier.predict_proba(batch)
+    np.testing.assert_array_equal(classifier.predict_proba(batch[..., None]), expected)  # (N, 28, 28, 1), as Keras
+    np.testing.assert_array_equal(classifier.predict_prepared(batch[..., None]), expected)
+    np.testing.assert_array_equal(classifier.predict_proba(batch.tolist()), expected)  # as JSON gives them
+    np.testing.assert_array_equal(classifier.predict_proba(batch.reshape(20, 784).tolist()), expected)
+    assert classifier.score(batch.tolist(), mnist.test.labels[:20].tolist()) > 0.8
+    # The batch read as each picture alone is read: a digit drawn dark on light is inverted, the others kept.
+    mixed = batch.copy()
+    mixed[::2] = 255 - mixed[::2]
+    np.testing.assert_array_equal(classifier.predict_proba(mixed), expected)
+    np.testing.assert_array_equal(classifier.predict_proba(mixed / 255.0), classifier.predict_proba(batch / 255.0))
+    assert np.array_equal(classifier.predict(mixed), classifier.predict(list(mixed)))
+    with pytest.raises(DigitsError, match="^nested lists are read as pixels: give numbers in rows of equal length"):
+        classifier.predict([[0, 1], [2]])
+
+
 def test_fit_on_the_dataset(tmp_path, make_dataset):
     folder = make_dataset(tmp_path / "tiny", train=300, test=100)
     clf = Classifier(model="seed", dataset="tiny", epochs=1, normalize=True, data_dir=folder,

@@ -269,14 +269,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return prepare(image)
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 10) of MNIST-style digits (N, 28, 28) or (N, 1, 28, 28): one array in,
-        no per-image work."""
-        batch = as_digits(np.asarray(batch))
-        if batch.ndim == 4 and batch.shape[1] == 1:  # as PyTorch batches them
-            batch = batch[:, 0]
-        if batch.ndim != 3 or batch.shape[1:] != (FIELD, FIELD):
+        """Probabilities (N, 10) of MNIST-style digits (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1):
+        one array in, no per-image work."""
+        batch = as_numpy(batch)
+        if batch.ndim < 3 or batch.shape[1:] not in BATCH_SHAPES:
             raise DigitsError(f"expected MNIST-style digits of shape (N, 28, 28), got {batch.shape}")
-        return softmax(self._backend().logits(batch))
+        return softmax(self._backend().logits(as_digits(batch.reshape(-1, FIELD, FIELD))))
 
     def predict_proba(self, images: Images) -> np.ndarray:
         return self.predict_prepared(prepare_all(images))
@@ -299,14 +297,24 @@ def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[
             "probabilities": probabilities.tolist(), "images": pieces}
 
 
+# A batch of MNIST-style digits: (N, 28, 28), (N, 1, 28, 28) as PyTorch has them, (N, 28, 28, 1) as Keras does
+BATCH_SHAPES = ((FIELD, FIELD), (1, FIELD, FIELD), (FIELD, FIELD, 1))
+
+
 def prepare_all(images: Images) -> np.ndarray:
     """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
     if is_array(images):
         images = as_numpy(images)  # e.g. a torch tensor of dataset digits
+    elif isinstance(images, (list, tuple)) and images and isinstance(images[0], (list, tuple)):
+        try:  # nested lists of pixels (from JSON, say), as scikit-learn estimators take them
+            images = np.asarray(images, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise DigitsError("nested lists are read as pixels: give numbers in rows of equal length "
+                              "(a picture, or a batch of 28 × 28 digits)") from None
     if isinstance(images, np.ndarray) and images.ndim == 2 and images.shape[1] == FIELD * FIELD:
         images = images.reshape(-1, FIELD, FIELD)  # rows of 784 pixels, as scikit-learn's mnist_784 has them
-    if isinstance(images, np.ndarray) and images.shape[1:] in ((FIELD, FIELD), (1, FIELD, FIELD)):
-        return as_digits(images.reshape(-1, FIELD, FIELD))  # (N, 1, 28, 28) as PyTorch batches them
+    if isinstance(images, np.ndarray) and images.shape[1:] in BATCH_SHAPES:
+        return as_digits(images.reshape(-1, FIELD, FIELD))
     if isinstance(images, np.ndarray) and images.dtype.kind in "USO" and images.ndim == 1:
         images = images.tolist()  # paths (or pictures) held in an array: each its own picture
     if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)) or hasattr(images, "read"):
@@ -323,11 +331,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def as_digits(batch: np.ndarray) -> np.ndarray:
-    """MNIST-style digits (N, 28, 28) as uint8 0–255, contiguous (a flipped view is copied); a
-    digit in 0–1 or 16-bit is scaled, each judged on its own as prepare judges one picture."""
-    if batch.dtype == np.uint8:
-        return np.ascontiguousarray(batch)
-    return np.clip(np.round(on_255_scale(batch, "the images")), 0, 255).astype(np.uint8)
+    """MNIST-style digits (N, 28, 28) as uint8 0–255, contiguous (a flipped view is copied). Each
+    is judged on its own, as prepare judges one picture: a digit in 0–1 or 16-bit is scaled, and
+    one drawn dark on light (its border mostly light) is inverted."""
+    if batch.dtype != np.uint8:
+        batch = np.clip(np.round(on_255_scale(batch, "the images")), 0, 255).astype(np.uint8)
+    # No digit of MNIST's 70,000, nor any of Fashion-MNIST's, has a border averaging above 127.
+    border = np.concatenate([batch[:, 0], batch[:, -1], batch[:, 1:-1, 0], batch[:, 1:-1, -1]], 1)
+    dark_on_light = border.mean(1) > 127
+    if dark_on_light.any():
+        batch = np.where(dark_on_light[:, None, None], 255 - batch, batch)
+    return np.ascontiguousarray(batch)
 
 
 def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Sequence[int]] | None,
