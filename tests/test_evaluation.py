@@ -77,6 +77,20 @@ def test_evaluate_a_split(learned, mnist):
     assert result.accuracy == (result.predictions == split.labels.numpy()).mean()
 
 
+def test_evaluate_takes_a_classifier_and_a_whole_dataset_and_refuses_the_rest_in_one_line(learned, mnist):
+    import digits
+
+    expected = evaluate(learned.model, mnist.test)
+    for model, data in ((digits.load(learned.checkpoint), mnist.test), (learned.model, mnist)):
+        np.testing.assert_array_equal(evaluate(model, data).probabilities, expected.probabilities)
+    for model, data, message in (
+            (str(learned.checkpoint), mnist.test, "evaluate takes a model, not a path: evaluate_checkpoint"),
+            (object(), mnist.test, r"cannot evaluate a object: give a PyTorch module, such as digits.load_model"),
+            (learned.model, mnist.test.images, "cannot evaluate on a Tensor: give a Split, such as data.test")):
+        with pytest.raises(DigitsError, match=message):
+            evaluate(model, data)
+
+
 def test_the_most_confident_mistakes_come_first_even_where_float32_rounds_them_to_certainty():
     logits = torch.zeros(5, 10)
     logits[:, 3] = torch.tensor([30.0, 5.0, 60.0, 45.0, 2.0])  # all read 3; only image 4 is a 3

@@ -19,6 +19,7 @@ _LAZY = {
     "data": ("DATASETS", "Dataset", "Split", "load_dataset", "read_idx", "write_idx"),
     "evaluation": ("Evaluation", "evaluate", "evaluate_checkpoint"),
     "explain": ("explain_picture", "integrated_gradients"),
+    "export": ("export_onnx",),
     "inference": ("Classifier", "load"),
     "models": ("Recipe", "count_parameters", "create_model", "list_models", "register_model"),
     "report": ("compare_runs", "write_report"),

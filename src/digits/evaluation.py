@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checkpoint import assemble, ensemble_members, load_model, save_ensemble
-from .data import Split, load_dataset
+from .data import Dataset, Split, load_dataset
 from .engine import predict_logits, resolve_device
 from .errors import DigitsError
 from .files import output_folder
@@ -76,16 +76,34 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray,
         return confidence_sum / counts, correct_sum / counts, counts, ece
 
 
-def evaluate(model: nn.Module, split: Split, device: torch.device | str | None = None,
+def evaluate(model: nn.Module, split: Split | Dataset, device: torch.device | str | None = None,
              batch_size: int | None = None) -> Evaluation:
-    """Loss, accuracy and probabilities of ``model`` on ``split``, computed on ``device``
-    (default: where the model is)."""
+    """Loss, accuracy and probabilities of ``model`` (a PyTorch module, or a classifier from
+    digits.load holding one) on ``split`` (of a whole Dataset, its test split), computed on
+    ``device`` (default: where the model is)."""
+    model = _network(model)
+    if isinstance(split, Dataset):
+        split = split.test
+    if not isinstance(split, Split):
+        raise DigitsError(f"cannot evaluate on a {type(split).__name__}: give a Split, such as data.test")
     logits = predict_logits(model, split.images, batch_size, device)
     loss = F.cross_entropy(logits, split.labels).item() if len(split) else float("nan")
     probabilities = logits.softmax(1).numpy()
     labels = split.labels.numpy()
     accuracy = float((probabilities.argmax(1) == labels).mean()) if len(split) else float("nan")
     return Evaluation(loss, accuracy, probabilities, labels)
+
+
+def _network(model: object) -> nn.Module:
+    network = getattr(model, "network", model)  # a classifier from digits.load holds one
+    if isinstance(network, nn.Module):
+        return network
+    if isinstance(model, (str, Path)):
+        raise DigitsError(f"evaluate takes a model, not a path: evaluate_checkpoint({str(model)!r}) reads a checkpoint")
+    if network is None:
+        raise DigitsError("an ONNX classifier holds no PyTorch network to evaluate: use its score(images, labels)")
+    raise DigitsError(f"cannot evaluate a {type(model).__name__}: give a PyTorch module, such as "
+                      "digits.load_model(PATH)[0]")
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None,
