@@ -306,6 +306,14 @@ def test_bad_settings_are_refused(small, tmp_path, setting):
     assert not tmp_path.joinpath("model.pt").exists()
 
 
+def test_what_is_not_a_config_or_a_dataset_is_refused_in_one_line(small, tmp_path):
+    with pytest.raises(DigitsError, match=r"^train takes a TrainConfig, not a dict: train\(TrainConfig\(model='fast'"):
+        train({"model": "fast"}, small, verbose=False)
+    with pytest.raises(DigitsError, match="^train's data is a whole Dataset, as load_dataset gives it, not a Split$"):
+        train(TrainConfig(model="fast", out=tmp_path / "run"), small.test, verbose=False)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_run_that_diverges_stops_in_one_line_and_saves_nothing(small, tmp_path):
     with pytest.raises(DigitsError, match=r"training diverged in epoch 1 \(the loss became nan\) — lower the "
                                           r"learning rate \(--lr, 1e\+30 now\)"):

@@ -202,6 +202,11 @@ def latest_ensemble_dir(name: str) -> Path | None:
 
 def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True) -> Run:
     """Train a zoo model as configured; writes checkpoint, history and curves to the run folder."""
+    if not isinstance(config, TrainConfig):
+        raise DigitsError(f"train takes a TrainConfig, not a {type(config).__name__}: "
+                          "train(TrainConfig(model='fast', ...))")
+    if data is not None and not isinstance(data, Dataset):
+        raise DigitsError(f"train's data is a whole Dataset, as load_dataset gives it, not a {type(data).__name__}")
     with cpu_threads(config.threads):
         return _train(config, data, verbose)
 
