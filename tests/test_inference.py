@@ -15,6 +15,7 @@ from sklearn.exceptions import NotFittedError
 
 import digits
 from digits import DATASETS, Classifier, DigitsError, evaluate, load_checkpoint, save_checkpoint
+from digits.checkpoint import save_ensemble
 from digits.inference import TRAIN_HINT
 from pictures import ink_on_paper, light_on_dark, number_picture
 
@@ -261,6 +262,14 @@ def test_default_model_is_the_newest_finished_run(learned, tmp_path, monkeypatch
     copy_checkpoint(learned.checkpoint, tmp_path / "runs" / "seed-training" / "model.pt", finished=False)
     past = os.stat(tmp_path / "runs" / "seed-old" / "model.pt").st_mtime - 60
     os.utime(tmp_path / "runs" / "seed-old" / "model.pt", (past, past))
+    assert digits.load().info["source"] == os.path.join("runs", "seed-new", "model.pt")
+    # an ensemble, as `digits train --ensemble` leaves it: members in its folder, the manifest written last
+    members = [tmp_path / "runs" / "seed-ensemble2" / f"member-{k}" / "model.pt" for k in (1, 2)]
+    for member in members:
+        copy_checkpoint(learned.checkpoint, member)
+    save_ensemble(members[0].parent.parent, members, "seed")
+    assert digits.load().info["source"] == os.path.join("runs", "seed-ensemble2", "ensemble.json")
+    (tmp_path / "runs" / "seed-ensemble2" / "ensemble.json").write_text("{}")  # not a manifest of ours
     assert digits.load().info["source"] == os.path.join("runs", "seed-new", "model.pt")
 
     chosen = tmp_path / "chosen.pt"

@@ -79,14 +79,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def newest_checkpoint(accept: Callable[[dict[str, Any]], bool] | None = None) -> Path | None:
+def newest_checkpoint(accept: Callable[[dict[str, Any]], bool] | None = None,
+                      ensembles: bool = False) -> Path | None:
     """The newest checkpoint under RUNS_DIR, whatever its run's folder is called (`--out runs/try`
-    names a run too), that ``accept`` takes (given its payload; any, without it)."""
-    for checkpoint in newest_runs_first(f"*/{RUN_CHECKPOINT}"):
+    names a run too), that ``accept`` takes (given its payload; any, without it). With
+    ``ensembles``, an ensemble's manifest counts too: it is written once all its members are."""
+    manifests = [f"*/{ENSEMBLE_MANIFEST}"] if ensembles else []
+    for path in newest_runs_first(f"*/{RUN_CHECKPOINT}", *manifests):
         try:
-            if accept is None or accept(load_checkpoint(checkpoint)):
-                return checkpoint
-        except DigitsError:  # not a checkpoint of ours
+            if path.name == ENSEMBLE_MANIFEST:
+                read_manifest(path)
+                return path
+            if accept is None or accept(load_checkpoint(path)):
+                return path
+        except DigitsError:  # not a checkpoint or manifest of ours
             continue
     return None
 

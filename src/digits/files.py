@@ -21,9 +21,10 @@ ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its membe
 EXPLAINED = "-explained.png"  # `digits explain PICTURE` draws PICTURE-explained.png beside it
 
 
-def newest_runs_first(pattern: str) -> list[Path]:
-    """The files under RUNS_DIR that match ``pattern``, the most recently written first."""
-    return sorted(RUNS_DIR.glob(pattern), key=lambda path: path.stat().st_mtime, reverse=True)
+def newest_runs_first(*patterns: str) -> list[Path]:
+    """The files under RUNS_DIR that match any of ``patterns``, the most recently written first."""
+    found = {path for pattern in patterns for path in RUNS_DIR.glob(pattern)}
+    return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
 
 
 def model_file(path: str | Path) -> Path:

@@ -147,7 +147,7 @@ def default_model() -> Path:
         return exports[0]
 
     # A run still training has a checkpoint too; only a finished one is a default.
-    checkpoint = newest_checkpoint(lambda payload: bool(payload.get("finished")))
+    checkpoint = newest_checkpoint(lambda payload: bool(payload.get("finished")), ensembles=True)
     if checkpoint:
         return checkpoint
     raise DigitsError(f"no trained model under {RUNS_DIR}/ — {TRAIN_HINT}")
