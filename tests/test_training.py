@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from digits import Dataset, DigitsError, Run, TrainConfig, load_checkpoint, load_model, save_checkpoint, train
+from digits.checkpoint import save_ensemble
 from digits.evaluation import evaluate
 
 KEYS = ["epoch", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
@@ -287,6 +289,22 @@ def test_weights_of_another_architecture_are_refused_with_a_way_out(learned, tmp
     with pytest.raises(DigitsError, match=expected):
         train(TrainConfig(model="fast", resume=True, out=tmp_path, report=False), verbose=False)
     assert (tmp_path / "model.pt").read_bytes() == before
+
+
+def test_resuming_an_ensemble_as_a_run_says_to_give_its_members(learned, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("runs", "seed-ensemble2-x")
+    (folder / "member-1").mkdir(parents=True)
+    shutil.copy(learned.checkpoint, folder / "member-1" / "model.pt")  # interrupted in its second member
+    with pytest.raises(DigitsError, match="^--resume: no run to resume under runs/; give --out DIR "
+                                          r"\(an ensemble resumes with --ensemble K\)$"):
+        train(TrainConfig(resume=True), verbose=False)
+    with pytest.raises(DigitsError, match=f"^--resume: {folder} holds an ensemble's members; resume it with "
+                                          "--ensemble K, K the members it began with$"):
+        train(TrainConfig(resume=True, out=folder), verbose=False)
+    save_ensemble(folder, [folder / "member-1" / "model.pt"] * 2, "seed")
+    with pytest.raises(DigitsError, match="holds an ensemble's members; resume it with --ensemble 2$"):
+        train(TrainConfig(resume=True, out=folder), verbose=False)
 
 
 def test_resuming_a_checkpoint_without_training_state_is_refused(learned, tmp_path):

@@ -220,9 +220,16 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     if config.resume:
         folder = folder or latest_run_dir(config.model)
         if folder is None:
+            ensembles = newest_runs_first(f"*/member-*/{RUN_CHECKPOINT}")
             raise DigitsError(f"--resume: no run{f' of {config.model!r}' if config.model else ''} to resume "
-                              f"under {RUNS_DIR}/; give --out DIR")
+                              f"under {RUNS_DIR}/; give --out DIR"
+                              + (" (an ensemble resumes with --ensemble K)" if ensembles else ""))
         checkpoint = folder / RUN_CHECKPOINT
+        if not checkpoint.exists() and list(folder.glob(f"member-*/{RUN_CHECKPOINT}")):
+            manifest = folder / ENSEMBLE_MANIFEST
+            how = (f"--ensemble {len(read_manifest(manifest)['members'])}" if manifest.is_file()
+                   else "--ensemble K, K the members it began with")
+            raise DigitsError(f"--resume: {folder} holds an ensemble's members; resume it with {how}")
         resumed = load_checkpoint(checkpoint)
         if config.model not in (None, resumed["model"]):
             raise DigitsError(f"--resume: {checkpoint} holds model {resumed['model']!r}, "
