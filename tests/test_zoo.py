@@ -75,9 +75,13 @@ def test_target_accuracy_stops_the_run_and_records_when(small, tmp_path):
     assert run.time_to(1.01) is None
     checkpoint = load_checkpoint(tmp_path / "model.pt")
     assert checkpoint["finished"] and "target accuracy 0.5 reached" in checkpoint["stopped"]
-    # A stopped run is finished: resuming it trains nothing more.
+    # A stopped run is finished: resuming it trains nothing more, and a new rule is refused, not ignored.
     again = train(TrainConfig(model="fast", resume=True, out=tmp_path, report=False), small, verbose=False)
     assert again.history == run.history
+    with pytest.raises(DigitsError, match=r"^--resume: .* was stopped \(target accuracy 0.5 reached\) and is finished; "
+                                          "a new --target-accuracy does not reopen it — train a new run$"):
+        train(TrainConfig(resume=True, target_accuracy=0.99, out=tmp_path, report=False), small, verbose=False)
+    assert load_checkpoint(tmp_path / "model.pt")["history"] == run.history
 
 
 def test_time_limit_stops_within_the_epoch(small, tmp_path):

@@ -249,6 +249,11 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         if changed:
             raise DigitsError(f"--resume continues {checkpoint} with its own {', '.join(changed)}; "
                               "drop the flag, or train a new run")
+        new_rules = [flag for flag, value in (("--time-limit", config.time_limit),
+                                              ("--target-accuracy", config.target_accuracy)) if value is not None]
+        if resumed.get("stopped") and new_rules:
+            raise DigitsError(f"--resume: {folder} was stopped ({resumed['stopped']}) and is finished; a new "
+                              f"{' or '.join(new_rules)} does not reopen it — train a new run")
         planned = recipe.epochs
         recipe = recipe.with_overrides(epochs=config.epochs)
         if recipe.schedule == "onecycle" and recipe.epochs != planned:
