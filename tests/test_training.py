@@ -125,6 +125,14 @@ def test_resume_takes_stopping_rules_given_again(small, tmp_path):
     assert len(resumed.history) == 2 and load_checkpoint(out / "model.pt")["stopped"] == "target accuracy 0.01 reached"
 
 
+def test_a_report_older_than_the_epochs_a_resume_adds_is_not_left_behind(small, tmp_path, capsys):
+    train(TrainConfig(model="seed", epochs=1, subset=300, out=tmp_path), data=small, verbose=False)
+    assert (tmp_path / "report.html").is_file()
+    train(TrainConfig(epochs=2, resume=True, report=False, out=tmp_path), data=small)
+    assert not (tmp_path / "report.html").exists()
+    assert f"Removed {tmp_path / 'report.html'}, written before these epochs" in capsys.readouterr().out
+
+
 def test_resuming_a_run_killed_after_its_last_checkpoint_writes_what_it_lacks(small, tmp_path):
     train(TrainConfig(model="fast", epochs=1, out=tmp_path), data=small, verbose=False)
     for name in ("curves.png", "report.html"):  # as if killed before writing them

@@ -18,6 +18,7 @@ from .errors import DigitsError
 RUNS_DIR = Path("runs")  # where runs go unless told otherwise, relative to the working folder
 RUN_CHECKPOINT = "model.pt"  # in a run's folder
 ENSEMBLE_MANIFEST = "ensemble.json"  # in an ensemble's folder, naming its members' checkpoints
+REPORT_NAME = "report.html"  # in a run's folder, unless it trained with --no-report
 EXPLAINED = "-explained.png"  # `digits explain PICTURE` draws PICTURE-explained.png beside it
 
 

@@ -25,11 +25,10 @@ from .engine import resolve_device
 from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
-from .files import ENSEMBLE_MANIFEST, RUN_CHECKPOINT, member_checkpoints, output_file, write_output
+from .files import ENSEMBLE_MANIFEST, REPORT_NAME, RUN_CHECKPOINT, member_checkpoints, output_file, write_output
 from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure,
                     picture_grid, png, reliability_figure)
 
-REPORT_NAME = "report.html"
 MISTAKES = 12  # the most confident mistakes shown with their top-3 probabilities
 EXPLAINED_EACH = 3  # correct predictions and mistakes each, explained with saliency maps
 

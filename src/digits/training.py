@@ -31,8 +31,8 @@ from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_o
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
-from .files import (ENSEMBLE_MANIFEST, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model, newest_runs_first,
-                    output_folder, read_manifest, write_json)
+from .files import (ENSEMBLE_MANIFEST, REPORT_NAME, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model,
+                    newest_runs_first, output_folder, read_manifest, write_json)
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -437,11 +437,15 @@ def _write_curves_and_report(folder: Path, history: list[dict[str, Any]], config
     ``only_missing``, those a run stopped before writing (a kill after its last checkpoint)."""
     if not (only_missing and (folder / "curves.png").exists()):
         plot_curves(history, folder / "curves.png")
+    report = folder / REPORT_NAME
     if config.report and len(data.test):  # a dataset without test images has nothing to report on
-        from .report import REPORT_NAME, write_report
+        from .report import write_report
 
-        if not (only_missing and (folder / REPORT_NAME).exists()):
+        if not (only_missing and report.exists()):
             console.print(f"Report {write_report(folder, data=data, device=config.device)}")
+    elif not only_missing and report.exists():  # written before this resume: it describes fewer epochs
+        report.unlink()
+        console.print(f"Removed {report}, written before these epochs — `digits report {folder}` writes it anew")
 
 
 # A resumed ensemble's settings that, when not given again, are as its members began.
