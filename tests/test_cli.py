@@ -174,7 +174,8 @@ BAD_INPUTS = {
     "damaged model to combine": (["ensemble", "{damaged}", "{tmp}/nope.pt", "--out", "{tmp}/run"],
                                  "not a readable digits checkpoint"),
     "not a number": (["train", "--epochs", "ten", "--out", "{tmp}/run"], "argument --epochs: invalid int value"),
-    "unknown option": (["evaluate", "{tmp}/x.pt", "--fast"], "unrecognized arguments: --fast"),
+    "unknown option": (["evaluate", "{tmp}/x.pt", "--fast"],
+                       "unrecognized arguments: --fast — see `digits evaluate --help`"),  # the command's options
     "no command": ([], "the following arguments are required: COMMAND"),
     "bad port": (["serve", "--port", "abc"], "see `digits serve --help`"),
 }

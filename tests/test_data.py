@@ -293,10 +293,11 @@ def test_lookup_order(tiny, mirror, home, tmp_path, monkeypatch):
     assert sorted(mirror.requests) == sorted(f"/good/{name}" for name in ALL_FILES)
 
 
-def test_download_into_the_cache(tiny, mirror, home, monkeypatch):
+def test_download_into_the_cache(tiny, mirror, home, monkeypatch, capfd):
     shutil.copytree(tiny, mirror.root / "good")
     monkeypatch.setenv("DIGITS_MIRRORS", mirror.url + "/good/")
     data = load_dataset("tiny")
+    assert capfd.readouterr().out == ""  # progress goes to standard error: a command's output stays its own
     assert sorted(p.name for p in (home / "tiny").iterdir()) == sorted(ALL_FILES)
     for name in ALL_FILES:
         assert (home / "tiny" / name).read_bytes() == (tiny / name).read_bytes()

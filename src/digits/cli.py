@@ -284,6 +284,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"digits: error: {message} — see `{self.prog} --help`\n")
 
+    def parse_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None):
+        # argparse finds a misspelt option only once the command has parsed, so its own error
+        # would point at `digits --help`, which lists the commands, not the command's options.
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
+            self.exit(2, f"digits: error: unrecognized arguments: {' '.join(unknown)} — see `{command} --help`\n")
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="digits", description="Train, evaluate and serve handwritten-digit classifiers.")
@@ -330,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     p.add_argument("--only", nargs="+", metavar="NAME", help="logistic, knn, svc, forest (default: all)")
     p.add_argument("--subset", type=int, help="fit on the first N training images only (SVC takes minutes on all)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON list, an object per baseline")
     p.set_defaults(run=cmd_baselines)
 
     p = commands.add_parser("benchmark", help="training and inference speed and accuracy of zoo models")

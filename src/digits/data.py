@@ -317,11 +317,13 @@ def mirrors_for(info: DatasetInfo) -> tuple[str, ...]:
 
 def fetch(info: DatasetInfo, folder: Path, timeout: float = 30) -> None:
     """Download a dataset's missing files into folder, verified and written atomically."""
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     todo = [f for f in ALL_FILES if not _file_in(folder, f)]
+    # On standard error, as progress goes: a command's output (--json, say) stays its own.
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), transient=True) as progress:
+                  TransferSpeedColumn(), transient=True, console=Console(stderr=True)) as progress:
         for name in todo:
             errors = []
             for mirror in mirrors_for(info):
