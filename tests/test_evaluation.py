@@ -90,6 +90,16 @@ def test_evaluate_takes_a_classifier_and_a_whole_dataset_and_refuses_the_rest_in
         with pytest.raises(DigitsError, match=message):
             evaluate(model, data)
 
+    class Wrapped(torch.nn.Module):  # a module of the user's own whose part is called `network`
+        def __init__(self, network):
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            return -self.network(x)
+
+    assert evaluate(Wrapped(learned.model), mnist.test).accuracy < 0.2  # the whole module, not its part
+
 
 def test_the_most_confident_mistakes_come_first_even_where_float32_rounds_them_to_certainty():
     logits = torch.zeros(5, 10)

@@ -16,7 +16,7 @@ from sklearn.exceptions import NotFittedError
 import digits
 from digits import DATASETS, Classifier, DigitsError, evaluate, load_checkpoint, save_checkpoint
 from digits.checkpoint import save_ensemble
-from digits.inference import TRAIN_HINT
+from digits.inference import TRAIN_HINT, as_digits
 from pictures import ink_on_paper, light_on_dark, number_picture
 
 
@@ -235,6 +235,14 @@ def test_keras_layout_nested_lists_and_dark_digits_on_light(classifier, mnist):
     np.testing.assert_array_equal(classifier.predict_proba(mixed), expected)
     np.testing.assert_array_equal(classifier.predict_proba(mixed / 255.0), classifier.predict_proba(batch / 255.0))
     assert np.array_equal(classifier.predict(mixed), classifier.predict(list(mixed)))
+    # Light digits on a grey or noisy ground are light on dark, as prepare judges them; and a batch
+    # once read reads the same again.
+    grey, noisy = np.maximum(batch, 140), np.maximum(batch, np.random.default_rng(0).integers(0, 200, batch.shape))
+    for ground in (grey, noisy.astype(np.uint8)):
+        np.testing.assert_array_equal(as_digits(ground), ground)
+    odd = np.random.default_rng(1).integers(0, 256, (200, 28, 28)).astype(np.uint8)
+    odd[:100, [0, -1]] = 255  # half the border light: the case on the edge
+    np.testing.assert_array_equal(as_digits(as_digits(odd)), as_digits(odd))
     with pytest.raises(DigitsError, match="^nested lists are read as pixels: give numbers in rows of equal length"):
         classifier.predict([[0, 1], [2]])
 

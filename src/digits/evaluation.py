@@ -95,13 +95,14 @@ def evaluate(model: nn.Module, split: Split | Dataset, device: torch.device | st
 
 
 def _network(model: object) -> nn.Module:
-    network = getattr(model, "network", model)  # a classifier from digits.load holds one
-    if isinstance(network, nn.Module):
-        return network
+    if isinstance(model, nn.Module):
+        return model
     if isinstance(model, (str, Path)):
         raise DigitsError(f"evaluate takes a model, not a path: evaluate_checkpoint({str(model)!r}) reads a checkpoint")
-    if network is None:
-        raise DigitsError("an ONNX classifier holds no PyTorch network to evaluate: use its score(images, labels)")
+    if hasattr(model, "network"):  # a classifier from digits.load
+        if model.network is None:
+            raise DigitsError("an ONNX classifier holds no PyTorch network to evaluate: use its score(images, labels)")
+        return model.network
     raise DigitsError(f"cannot evaluate a {type(model).__name__}: give a PyTorch module, such as "
                       "digits.load_model(PATH)[0]")
 
