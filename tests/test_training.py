@@ -131,6 +131,16 @@ def test_a_report_older_than_the_epochs_a_resume_adds_is_not_left_behind(small, 
     train(TrainConfig(epochs=2, resume=True, report=False, out=tmp_path), data=small)
     assert not (tmp_path / "report.html").exists()
     assert f"Removed {tmp_path / 'report.html'}, written before these epochs" in capsys.readouterr().out
+    # a report its owner made read-only is theirs to keep; a read-only checkpoint is refused before training
+    (tmp_path / "report.html").write_text("kept")
+    (tmp_path / "report.html").chmod(0o444)
+    train(TrainConfig(epochs=3, resume=True, report=False, out=tmp_path), data=small, verbose=False)
+    assert (tmp_path / "report.html").read_text() == "kept"
+    (tmp_path / "model.pt").chmod(0o444)
+    before = (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(DigitsError, match=r"model.pt is read-only, so no epoch could be saved; make it writable"):
+        train(TrainConfig(epochs=4, resume=True, report=False, out=tmp_path), data=small, verbose=False)
+    assert (tmp_path / "model.pt").read_bytes() == before
 
 
 def test_resuming_a_run_killed_after_its_last_checkpoint_writes_what_it_lacks(small, tmp_path):

@@ -78,6 +78,9 @@ def test_target_accuracy_stops_the_run_and_records_when(small, tmp_path):
     # A stopped run is finished: resuming it trains nothing more, and a new rule is refused, not ignored.
     again = train(TrainConfig(model="fast", resume=True, out=tmp_path, report=False), small, verbose=False)
     assert again.history == run.history
+    # the same rule given again (as an ensemble's resume gives its members theirs) is no new one
+    again = train(TrainConfig(resume=True, target_accuracy=0.5, out=tmp_path, report=False), small, verbose=False)
+    assert again.history == run.history
     with pytest.raises(DigitsError, match=r"^--resume: .* was stopped \(target accuracy 0.5 reached\) and is finished; "
                                           "a new --target-accuracy does not reopen it — train a new run$"):
         train(TrainConfig(resume=True, target_accuracy=0.99, out=tmp_path, report=False), small, verbose=False)

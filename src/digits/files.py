@@ -65,17 +65,21 @@ def member_checkpoints(path: str | Path) -> list[Path]:
     return [file for member in members for file in member_checkpoints(os.path.normpath(path.parent / member))]
 
 
+def read_only(path: Path) -> bool:
+    """Whether a file is one its owner made read-only. Writing renames a new file over the old,
+    which the old one's mode would not stop (and root may write anything): this check does."""
+    return path.is_file() and not path.stat().st_mode & stat.S_IWUSR
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write a file that is either complete or absent: temporary file, fsync, rename."""
     path = Path(path)
     blocking = _file_in_the_way(path)
     if blocking:  # mkdir would say "File exists", which does not say which is wrong
         raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(blocking))
-    # A rename replaces a file whatever its mode (and root may write anything), so a file its
-    # owner made read-only is refused here; a writable one keeps its mode.
-    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644  # not mkstemp's 0600, hiding runs
-    if not mode & stat.S_IWUSR:
+    if read_only(path):
         raise PermissionError(errno.EACCES, "a read-only file, not replaced", str(path))
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o644  # not mkstemp's 0600, hiding runs
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

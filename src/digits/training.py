@@ -32,7 +32,7 @@ from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_o
 from .errors import DigitsError
 from .evaluation import evaluate
 from .files import (ENSEMBLE_MANIFEST, REPORT_NAME, RUN_CHECKPOINT, RUNS_DIR, atomic_write, holds_model,
-                    newest_runs_first, output_folder, read_manifest, write_json)
+                    newest_runs_first, output_folder, read_manifest, read_only, write_json)
 from .models import Ensemble, Recipe, count_parameters, create_model, get_entry
 from .plots import confusion_figure, plot_curves
 
@@ -237,6 +237,9 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
             raise DigitsError(f"--resume: {checkpoint} holds no training state to resume from;"
                               " train a new run instead")
+        if read_only(checkpoint):  # found now, not once an epoch has trained and cannot be saved
+            raise DigitsError(f"--resume: {checkpoint} is read-only, so no epoch could be saved; make it "
+                              "writable, or train a new run")
         # A resumed run keeps its own schedule and seed; only the length may change, and not
         # that of a one-cycle schedule, whose learning rate was planned over the whole run.
         recipe = Recipe.from_dict(resumed["recipe"])
@@ -249,8 +252,8 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         if changed:
             raise DigitsError(f"--resume continues {checkpoint} with its own {', '.join(changed)}; "
                               "drop the flag, or train a new run")
-        new_rules = [flag for flag, value in (("--time-limit", config.time_limit),
-                                              ("--target-accuracy", config.target_accuracy)) if value is not None]
+        new_rules = [f"--{name.replace('_', '-')}" for name in ("time_limit", "target_accuracy")
+                     if getattr(config, name) not in (None, saved.get(name))]
         if resumed.get("stopped") and new_rules:
             raise DigitsError(f"--resume: {folder} was stopped ({resumed['stopped']}) and is finished; a new "
                               f"{' or '.join(new_rules)} does not reopen it — train a new run")
@@ -443,7 +446,7 @@ def _write_curves_and_report(folder: Path, history: list[dict[str, Any]], config
 
         if not (only_missing and report.exists()):
             console.print(f"Report {write_report(folder, data=data, device=config.device)}")
-    elif not only_missing and report.exists():  # written before this resume: it describes fewer epochs
+    elif not only_missing and report.exists() and not read_only(report):  # it describes fewer epochs
         report.unlink()
         console.print(f"Removed {report}, written before these epochs — `digits report {folder}` writes it anew")
 
