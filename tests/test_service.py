@@ -134,6 +134,9 @@ def test_predict_pixels_reads_the_grid_as_the_python_api_does(client, classifier
     assert answer.status_code == 200 and np.array_equal(answer.json()["input"], digit)
     assert answer.json()["probabilities"] == pytest.approx(classifier.predict_prepared(np.array([unit]))[0].tolist(),
                                                           abs=1e-6)
+    # dark ink on light, as a scan gives it, is inverted, as the Python API inverts it
+    answer = client.post("/predict", json={"pixels": (255 - digit).tolist()})
+    assert answer.status_code == 200 and np.array_equal(answer.json()["input"], digit)
 
 
 def test_a_picture_reads_the_same_every_way_it_is_sent(client, classifier, seven_png):

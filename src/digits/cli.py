@@ -284,7 +284,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"digits: error: {message} — see `{self.prog} --help`\n")
 
-    def parse_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None):
+    def parse_args(self, args: list[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         # argparse finds a misspelt option only once the command has parsed, so its own error
         # would point at `digits --help`, which lists the commands, not the command's options.
         parsed, unknown = self.parse_known_args(args, namespace)

@@ -25,7 +25,7 @@ from .errors import DigitsError
 from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
                     newest_runs_first, output_folder)
 from .mnist import DIGIT_CLASSES, FIELD
-from .prepare import Source, as_numpy, is_array, on_255_scale, prepare, segment_number
+from .prepare import Source, as_numpy, ink_contrast, is_array, on_255_scale, prepare, segment_number
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -274,10 +274,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
         batch = as_numpy(batch)
         if batch.ndim < 3 or batch.shape[1:] not in BATCH_SHAPES:
             raise DigitsError(f"expected MNIST-style digits of shape (N, 28, 28), got {batch.shape}")
-        return softmax(self._backend().logits(as_digits(batch.reshape(-1, FIELD, FIELD))))
+        return self._read(as_digits(batch.reshape(-1, FIELD, FIELD)))
 
     def predict_proba(self, images: Images) -> np.ndarray:
-        return self.predict_prepared(prepare_all(images))
+        return self._read(prepare_all(images))
+
+    def _read(self, digits: np.ndarray) -> np.ndarray:
+        """Probabilities of digits already as as_digits gives them: (N, 28, 28) uint8, light on dark."""
+        return softmax(self._backend().logits(digits))
 
     def predict(self, images: Images) -> np.ndarray:
         return self.predict_proba(images).argmax(1)
@@ -285,7 +289,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def read_number(self, image: Source) -> dict[str, Any]:
         """The digits of a written number, read left to right."""
         pieces = segment_number(image)
-        return number_reading(pieces, self.predict_prepared(np.stack(pieces)))
+        return number_reading(pieces, self._read(np.stack(pieces)))
 
 
 def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[str, Any]:
@@ -336,11 +340,9 @@ def as_digits(batch: np.ndarray) -> np.ndarray:
     one drawn dark on light is inverted (once: inverted, it reads as light on dark)."""
     if batch.dtype != np.uint8:
         batch = np.clip(np.round(on_255_scale(batch, "the images")), 0, 255).astype(np.uint8)
-    # As prepare.ink tells: the ink is what departs furthest from the border's colour. None of
-    # MNIST's 70,000 digits is dark on light by this rule, and 2 of Fashion-MNIST's 70,000 are.
-    border = np.concatenate([batch[:, 0], batch[:, -1], batch[:, 1:-1, 0], batch[:, 1:-1, -1]], 1)
-    level = np.median(border, axis=1)
-    dark_on_light = level - batch.min((1, 2)) > batch.max((1, 2)) - level
+    # The rule prepare.ink tells ink by. None of MNIST's 70,000 digits is dark on light by it,
+    # and 2 of Fashion-MNIST's 70,000 are.
+    dark_on_light = ink_contrast(batch) < 0
     if dark_on_light.any():
         batch = np.where(dark_on_light[:, None, None], 255 - batch, batch)
     return np.ascontiguousarray(batch)

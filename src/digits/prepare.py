@@ -193,7 +193,16 @@ def _ink_grey(grey: np.ndarray, visible: np.ndarray) -> float:
 
 
 def _border(a: np.ndarray) -> np.ndarray:
-    return np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    """The pixels along the edges of a picture (H, W), or of each picture of a batch (…, H, W)."""
+    return np.concatenate([a[..., 0, :], a[..., -1, :], a[..., :, 0], a[..., :, -1]], axis=-1)
+
+
+def ink_contrast(pictures: np.ndarray) -> np.ndarray:
+    """How much further the lightest pixel departs from the border's median colour than the
+    darkest does, for a picture (H, W) or each of a batch (…, H, W): positive for light ink on a
+    dark ground, negative for dark ink on a light one, zero where the two cannot be told apart."""
+    level = np.median(_border(pictures), axis=-1)
+    return (pictures.max((-2, -1)) - level) - (level - pictures.min((-2, -1)))
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -217,8 +226,7 @@ def ink(gray: np.ndarray) -> np.ndarray:
     g = np.asarray(gray, dtype=np.float32)
     if min(g.shape) >= 100:  # against sensor and JPEG noise; small pictures are left sharp
         g = ndimage.gaussian_filter(g, 1.0)
-    level = float(np.median(_border(g)))
-    if g.max() - level > level - g.min():  # light ink on a dark background
+    if ink_contrast(g) > 0:  # light ink on a dark background
         g = 1 - g
     paper = _paper(g)
     depth = np.clip((paper - g) / np.maximum(paper, 0.05), 0, None)  # light acts multiplicatively

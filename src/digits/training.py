@@ -86,10 +86,15 @@ class TrainConfig:
         return replace(self, **{key: value for key, value in DEFAULTS.items() if getattr(self, key) is None})
 
 
+def _flag(setting: str) -> str:
+    """The command-line flag of a TrainConfig setting: time_limit is --time-limit."""
+    return f"--{setting.replace('_', '-')}"
+
+
 def _plain_number(key: str, value: Any, whole: bool) -> int | float | None:
     if value is None:
         return None
-    flag = f"--{key.replace('_', '-')}"
+    flag = _flag(key)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise DigitsError(f"{flag} {value!r}: give a number")
     if not whole or not math.isfinite(value):  # an infinite count is refused with the other bad values
@@ -247,12 +252,12 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         kept = {"batch_size": recipe.batch_size, "lr": recipe.lr, "normalize": recipe.normalize,
                 "subset": saved.get("subset"), "holdout": saved.get("holdout"), "seed": saved["seed"],
                 "dataset": saved["dataset"]}
-        changed = ["--" + name.replace("_", "-") for name, value in kept.items()
+        changed = [_flag(name) for name, value in kept.items()
                    if getattr(config, name) not in (None, value)]
         if changed:
             raise DigitsError(f"--resume continues {checkpoint} with its own {', '.join(changed)}; "
                               "drop the flag, or train a new run")
-        new_rules = [f"--{name.replace('_', '-')}" for name in ("time_limit", "target_accuracy")
+        new_rules = [_flag(name) for name in ("time_limit", "target_accuracy")
                      if getattr(config, name) not in (None, saved.get(name))]
         if resumed.get("stopped") and new_rules:
             raise DigitsError(f"--resume: {folder} was stopped ({resumed['stopped']}) and is finished; a new "
