@@ -55,6 +55,7 @@ GOOD = idx_bytes(np.arange(10, dtype=np.uint8))
 DAMAGED_GZIP = bytearray(gzip.compress(GOOD * 50, mtime=0))
 DAMAGED_GZIP[30] ^= 0xFF
 BAD_FILES = {
+    "empty file": (b"", "an empty file"),
     "bad magic": (b"\x01\x00" + GOOD[2:], "bad magic number"),
     "unknown type code": (GOOD[:2] + b"\x07" + GOOD[3:], "unknown IDX type code 0x07"),
     "truncated data": (GOOD[:-3], "truncated or corrupt"),

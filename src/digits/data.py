@@ -82,6 +82,8 @@ DATASETS = {
 
 def decompress(raw: bytes, source: str | Path) -> bytes:
     """The IDX bytes of a file's contents, gunzipped when they are gzip."""
+    if not raw:  # said as such: a checksum mismatch or a truncated header would hide it
+        raise DigitsError(f"{source}: an empty file")
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
