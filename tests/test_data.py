@@ -201,6 +201,11 @@ def test_an_array_idx_cannot_hold_is_refused_before_writing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_dataset_named_by_something_not_a_name_is_refused_in_one_line():
+    with pytest.raises(DigitsError, match=r'^dataset 5: give its name, such as "mnist" or "fashion-mnist"$'):
+        load_dataset(5)
+
+
 @pytest.mark.parametrize("data_root", [True, False], ids=["DIGITS_DATA_DIR", "no DIGITS_DATA_DIR"])
 def test_unknown_dataset(tmp_path, monkeypatch, data_root):
     if data_root:

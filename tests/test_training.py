@@ -350,6 +350,12 @@ def test_what_is_not_a_config_or_a_dataset_is_refused_in_one_line(small, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("setting", ["model", "dataset", "device", "precision"])
+def test_a_setting_named_by_something_not_a_name_is_refused_in_one_line(setting):
+    with pytest.raises(DigitsError, match=rf"^{setting}=5: give a name, such as {setting}='\w+'$"):
+        TrainConfig(**{setting: 5})
+
+
 def test_a_run_that_diverges_stops_in_one_line_and_saves_nothing(small, tmp_path):
     with pytest.raises(DigitsError, match=r"training diverged in epoch 1 \(the loss became nan\) — lower the "
                                           r"learning rate \(--lr, 1e\+30 now\)"):

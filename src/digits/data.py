@@ -300,6 +300,8 @@ def load_split(folder: Path, split: str, info: DatasetInfo | None,
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None,
                  download: bool = True) -> Dataset:
     """Load a dataset's train and test splits into memory, verified."""
+    if not isinstance(name, str):
+        raise DigitsError(f"dataset {name!r}: give its name, such as \"mnist\" or \"fashion-mnist\"")
     folder = locate(name, data_dir, download)
     info = DATASETS.get(name)
     checksums: dict[str, str] = {}

@@ -38,6 +38,7 @@ from .plots import confusion_figure, plot_curves
 
 # What a run takes when it names none of these (TrainConfig.with_defaults).
 DEFAULTS = {"model": "seed", "dataset": "mnist", "seed": 0}
+_EXAMPLES = {"model": "fast", "dataset": "mnist", "device": "cpu", "precision": "bf16"}
 # Names each training step in torch.profiler's traces, so time can be attributed to steps.
 STEP_LABEL = "digits: training step"
 
@@ -74,6 +75,9 @@ class TrainConfig:
             setattr(self, key, _plain_number(key, getattr(self, key), whole=True))
         for key in ("lr", "target_accuracy", "time_limit"):
             setattr(self, key, _plain_number(key, getattr(self, key), whole=False))
+        for key in ("model", "dataset", "device", "precision"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise DigitsError(f"{key}={getattr(self, key)!r}: give a name, such as {key}={_EXAMPLES[key]!r}")
         if self.normalize is not None:
             if not isinstance(self.normalize, (bool, np.bool_)):
                 raise DigitsError(f"normalize={self.normalize!r}: give True or False")
