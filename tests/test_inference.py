@@ -10,13 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 import digits
 from digits import DATASETS, Classifier, DigitsError, evaluate, load_checkpoint, save_checkpoint
 from digits.checkpoint import save_ensemble
-from digits.inference import TRAIN_HINT, as_digits
+from digits.inference import TRAIN_HINT, as_digits, predict_files
 from pictures import ink_on_paper, light_on_dark, number_picture
 
 
@@ -74,6 +75,25 @@ def test_predict_prepared_is_the_batch_path(classifier, mnist):
                                    classifier.predict_prepared(flipped.copy()), atol=1e-6)
     with pytest.raises(DigitsError, match=r"shape \(N, 28, 28\)"):
         classifier.predict_prepared(np.zeros((3, 32, 32), np.uint8))
+
+
+def test_a_prepared_digit_is_read_as_it_is_on_every_path(classifier, mnist, tmp_path):
+    # A faint digit in a faint frame: prepare passes it through as MNIST-style, though a batch's
+    # polarity rule would call it dark on light. Once prepared, no path may judge it again.
+    faint = np.round(mnist.test.images[0].numpy() / 255 * 45).astype(np.uint8)
+    faint[[0, -1], :] = faint[:, [0, -1]] = 24
+    assert np.array_equal(classifier.prepare(faint), faint)
+    path = tmp_path / "faint.png"
+    Image.fromarray(faint).save(path)
+    expected = classifier.predict_proba([path])
+    np.testing.assert_array_equal(classifier.predict_prepared(faint[None]), expected)
+    [record] = predict_files(classifier, [path])  # what `digits predict` and `digits explain` read
+    assert record["probabilities"] == pytest.approx(expected[0].tolist(), abs=1e-6)
+    assert not np.array_equal(as_digits(faint[None]), faint[None])  # the batch rule alone would invert it
+    # Dark-on-light digits given as a batch are judged by predict_proba, read as they are by predict_prepared.
+    dark = 255 - mnist.test.images[:50].numpy()
+    assert (classifier.predict(dark) == mnist.test.labels[:50].numpy()).mean() > 0.9
+    assert (classifier.predict_prepared(dark).argmax(1) == mnist.test.labels[:50].numpy()).mean() < 0.5
 
 
 def test_predicting_imports_neither_plotting_nor_training(learned, mnist, tmp_path):

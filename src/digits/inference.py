@@ -197,8 +197,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
     ``Classifier(model="fast").fit()`` trains a zoo model on MNIST with the command line's
     engine (or on given images and labels); ``digits.load(path)`` gives a fitted one. Images
     are file paths, bytes, binary files, PIL images or NumPy arrays: a 2-D array is one
-    picture, an (N, 28, 28), (N, 1, 28, 28) or (N, 784) array a batch of MNIST-style digits
-    (white on black, 0–255 or 0–1), used as is.
+    picture, an (N, 28, 28), (N, 1, 28, 28), (N, 28, 28, 1) or (N, 784) array a batch of
+    MNIST-style digits (0–255 or 0–1), each inverted if it is drawn dark on light.
     """
 
     def __init__(self, model: str = "fast", *, dataset: str = "mnist", epochs: int | None = None,
@@ -269,19 +269,16 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return prepare(image)
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, 10) of MNIST-style digits (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1):
-        one array in, no per-image work."""
+        """Probabilities (N, 10) of digits as prepare gives them, light on dark, read as they are
+        (only 0–1 or 16-bit values are scaled): (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1), one
+        array in, no per-image work. predict and predict_proba also judge each digit's polarity."""
         batch = as_numpy(batch)
         if batch.ndim < 3 or batch.shape[1:] not in BATCH_SHAPES:
             raise DigitsError(f"expected MNIST-style digits of shape (N, 28, 28), got {batch.shape}")
-        return self._read(as_digits(batch.reshape(-1, FIELD, FIELD)))
+        return softmax(self._backend().logits(on_255_bytes(batch.reshape(-1, FIELD, FIELD))))
 
     def predict_proba(self, images: Images) -> np.ndarray:
-        return self._read(prepare_all(images))
-
-    def _read(self, digits: np.ndarray) -> np.ndarray:
-        """Probabilities of digits already as as_digits gives them: (N, 28, 28) uint8, light on dark."""
-        return softmax(self._backend().logits(digits))
+        return self.predict_prepared(prepare_all(images))
 
     def predict(self, images: Images) -> np.ndarray:
         return self.predict_proba(images).argmax(1)
@@ -289,7 +286,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def read_number(self, image: Source) -> dict[str, Any]:
         """The digits of a written number, read left to right."""
         pieces = segment_number(image)
-        return number_reading(pieces, self._read(np.stack(pieces)))
+        return number_reading(pieces, self.predict_prepared(np.stack(pieces)))
 
 
 def number_reading(pieces: list[np.ndarray], probabilities: np.ndarray) -> dict[str, Any]:
@@ -306,7 +303,8 @@ BATCH_SHAPES = ((FIELD, FIELD), (1, FIELD, FIELD), (FIELD, FIELD, 1))
 
 
 def prepare_all(images: Images) -> np.ndarray:
-    """(N, 28, 28) uint8 for any images; a batch of MNIST-style digits passes through as it is."""
+    """(N, 28, 28) uint8 for any images, as the model reads them; a batch of MNIST-style digits
+    is not prepared again, only scaled and, digit by digit, inverted if drawn dark on light."""
     if is_array(images):
         images = as_numpy(images)  # e.g. a torch tensor of dataset digits
     elif isinstance(images, (list, tuple)) and images and isinstance(images[0], (list, tuple)):
@@ -334,18 +332,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return scipy.special.softmax(logits, axis=1).astype(np.float32)
 
 
-def as_digits(batch: np.ndarray) -> np.ndarray:
-    """MNIST-style digits (N, 28, 28) as uint8 0–255, contiguous (a flipped view is copied). Each
-    is judged on its own, as prepare judges one picture: a digit in 0–1 or 16-bit is scaled, and
-    one drawn dark on light is inverted (once: inverted, it reads as light on dark)."""
+def on_255_bytes(batch: np.ndarray) -> np.ndarray:
+    """A batch as contiguous uint8 0–255 (a flipped view is copied): each digit in 0–1 or
+    16-bit is scaled, as prepare scales one picture."""
     if batch.dtype != np.uint8:
         batch = np.clip(np.round(on_255_scale(batch, "the images")), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(batch)
+
+
+def as_digits(batch: np.ndarray) -> np.ndarray:
+    """MNIST-style digits (N, 28, 28) of any polarity as uint8 light on dark. Each is judged on
+    its own, as prepare judges one picture: scaled as on_255_bytes scales it, and inverted if it
+    is drawn dark on light (once: inverted, it reads as light on dark)."""
+    batch = on_255_bytes(batch)
     # The rule prepare.ink tells ink by. None of MNIST's 70,000 digits is dark on light by it,
     # and 2 of Fashion-MNIST's 70,000 are.
     dark_on_light = ink_contrast(batch) < 0
-    if dark_on_light.any():
-        batch = np.where(dark_on_light[:, None, None], 255 - batch, batch)
-    return np.ascontiguousarray(batch)
+    return np.where(dark_on_light[:, None, None], 255 - batch, batch) if dark_on_light.any() else batch
 
 
 def _dataset(X: Images, y: Sequence[int] | None, validation: tuple[Images, Sequence[int]] | None,
