@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from digits import (DATASETS, DigitsError, Evaluation, evaluate, evaluate_checkpoint, load_checkpoint, load_model,
                     save_checkpoint)
 from digits.cli import main
+from digits.plots import short_percent
 
 COUNT = 1000
 
@@ -108,6 +109,10 @@ def test_the_most_confident_mistakes_come_first_even_where_float32_rounds_them_t
     assert (probabilities[[0, 2, 3], 3] == 1).all()  # the top probability no longer tells them apart
     result = Evaluation(0.0, 0.2, probabilities, np.array([0, 1, 2, 5, 3]))
     assert result.confident_mistakes().tolist() == [2, 3, 0, 1]
+
+
+def test_a_mistake_s_confidence_is_never_shown_as_a_certain_100_percent():
+    assert [short_percent(p) for p in (0.5, 0.99949, 0.9995, 1.0)] == ["50.0%", "99.9%", ">99.9%", ">99.9%"]
 
 
 def test_a_model_is_not_scored_on_another_dataset_s_classes(learned, tmp_path):

@@ -207,6 +207,21 @@ def test_a_run_stopped_by_its_test_accuracy_is_not_called_unchosen(small: Path, 
     assert "nothing is chosen by test accuracy" not in text
 
 
+def test_training_loss_under_label_smoothing_is_explained_and_one_epoch_marks_no_best(small: Path,
+                                                                                     tmp_path: Path) -> None:
+    run = train(TrainConfig(model="fast", dataset="small", data_dir=small, subset=500, out=tmp_path), verbose=False)
+    text = " ".join((tmp_path / "report.html").read_text().split())
+    assert ("training is also measured against targets smoothed by label smoothing 0.1, which keeps its loss "
+            "above 0.50 (the dotted line)") in text
+    assert "One epoch: the curves need more than one to show a trend." in text
+    assert "The run's result is its last epoch — nothing is chosen by test accuracy." in text
+    assert "dashed line" not in text and "no sign of overfitting" not in text
+    loss_axis = curves_figure(run.history, label_smoothing=0.1).axes[1]
+    assert [line.get_ydata()[0] for line in loss_axis.get_lines() if line.get_linestyle() == ":"] == [
+        pytest.approx(-0.91 * np.log(0.91) - 9 * 0.01 * np.log(0.01))]  # the targets' entropy
+    assert not [line for line in curves_figure(run.history).axes[1].get_lines() if line.get_linestyle() == ":"]
+
+
 def test_compare_two_runs(run: Run, learned: Run, tmp_path: Path, capsys) -> None:
     out = tmp_path / "compare.png"
     rows = compare_runs([run.folder, learned.folder], out)

@@ -46,14 +46,24 @@ def save(figure: Figure, path: str | Path) -> None:
     atomic_write(path, png(figure))
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
+def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, label_smoothing: float = 0.0) -> None:
     """Accuracy and loss per epoch, training against validation (the tutorial's step 4)."""
-    save(curves_figure(history), path)
+    save(curves_figure(history, label_smoothing=label_smoothing), path)
+
+
+def smoothed_loss_floor(label_smoothing: float, classes: int = 10) -> float:
+    """The least cross-entropy a model can reach against smoothed targets: their entropy, since
+    a target gives the true class 1 − s + s/K and every other s/K."""
+    other = label_smoothing / classes
+    return float(-(1 - label_smoothing + other) * np.log(1 - label_smoothing + other)
+                 - (classes - 1) * other * np.log(other))
 
 
 @plain_text
-def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = None) -> Figure:
-    """Accuracy and loss per epoch, training against validation; ``best_epoch`` gets a marker."""
+def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = None,
+                  label_smoothing: float = 0.0) -> Figure:
+    """Accuracy and loss per epoch, training against validation; ``best_epoch`` gets a marker.
+    With label smoothing the training loss cannot fall to the validation loss: its floor is drawn."""
     epochs = [h["epoch"] for h in history]
     figure, axes = subplots(1, 2, figsize=(10, 4))
     for ax, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
@@ -62,6 +72,9 @@ def curves_figure(history: Sequence[dict[str, Any]], best_epoch: int | None = No
         if best_epoch is not None:
             ax.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1,
                        label=f"highest val accuracy (epoch {best_epoch})")
+        if metric == "loss" and label_smoothing:
+            ax.axhline(smoothed_loss_floor(label_smoothing), color="tab:blue", linestyle=":", linewidth=1,
+                       label=f"least training loss with label smoothing {label_smoothing:g}")
         ax.set(title=title, xlabel="epoch", ylabel=metric)
         ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
         ax.grid(alpha=0.3)
@@ -103,11 +116,16 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(images[i], cmap="gray")
         ax.set_title(f"true {classes[labels[i]]}\npred {classes[predictions[i]]} "
-                     f"{probabilities[i, predictions[i]]:.0%}", fontsize=8)
+                     f"{short_percent(probabilities[i, predictions[i]])}", fontsize=8)
     if not len(wrong):
         axes.flat[0].set_title("no mistakes")
     figure.suptitle(f"{len(wrong)} most confident mistakes", fontsize=10)
     save(figure, path)
+
+
+def short_percent(p: float) -> str:
+    """A probability to one decimal, which never rounds a wrong answer's up to a certain 100%."""
+    return f"{p:.1%}" if p < 0.9995 else ">99.9%"
 
 
 @plain_text

@@ -26,8 +26,8 @@ from .errors import DigitsError
 from .evaluation import Evaluation, evaluate
 from .explain import feature_maps, first_layer_weights, integrated_gradients
 from .files import ENSEMBLE_MANIFEST, REPORT_NAME, RUN_CHECKPOINT, member_checkpoints, output_file, write_output
-from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure,
-                    picture_grid, png, reliability_figure)
+from .plots import (comparison_figure, confusion_figure, curves_figure, explanation_figure, picture_grid, png,
+                    reliability_figure, short_percent, smoothed_loss_floor)
 
 MISTAKES = 12  # the most confident mistakes shown with their top-3 probabilities
 EXPLAINED_EACH = 3  # correct predictions and mistakes each, explained with saliency maps
@@ -96,7 +96,7 @@ def render(run_dir: Path, payload: dict[str, Any], model: nn.Module, data: Datas
     sections = [
         ("configuration", "Configuration and environment", _configuration(payload)),
         ("curves", "Training curves", _curves(history, payload.get("config", {}).get("holdout"),
-                                              payload.get("stopped"))),
+                                              payload.get("stopped"), payload.get("recipe", {}))),
         ("metrics", "Test metrics", _metrics(metrics, data.classes)),
         ("confusion", "Confusion matrix", _confusion(result, data.classes)),
         ("mistakes", "Most confident mistakes", _mistakes(images, result, data.classes)),
@@ -207,13 +207,16 @@ def _training_images(config: dict[str, Any]) -> str:
     return f"first {subset:,}" if subset else "all"
 
 
-def _curves(history: list[dict[str, Any]], holdout: int | None, stopped: str | None) -> str:
+def _curves(history: list[dict[str, Any]], holdout: int | None, stopped: str | None,
+            recipe: dict[str, Any]) -> str:
     if not history:
         return "<p>No epoch has finished yet.</p>"
     best = max(history, key=lambda h: h["val_accuracy"])
     validation = f"the last {holdout:,} training images, held out" if holdout else "the test set"
     last, lowest = history[-1], min(history, key=lambda h: h["val_loss"])
-    if lowest is last:
+    if len(history) == 1:
+        overfitting = "One epoch: the curves need more than one to show a trend."
+    elif lowest is last:
         overfitting = "Validation loss was lowest at the last epoch: no sign of overfitting yet."
     else:
         overfitting = (f"Validation loss was lowest at epoch {lowest['epoch']} ({lowest['val_loss']:.4f}) and "
@@ -225,13 +228,22 @@ def _curves(history: list[dict[str, Any]], holdout: int | None, stopped: str | N
                   " chose its length, so its test accuracy flatters it; --holdout watches held-out digits instead")
     else:
         chosen = "nothing is chosen by test accuracy"
-    return (_figure(curves_figure(history, best["epoch"]), "accuracy and loss per epoch, training and validation")
+    smoothing = recipe.get("label_smoothing") or 0.0
+    harder = [f"against targets smoothed by label smoothing {smoothing:g}, which keeps its loss above "
+              f"{smoothed_loss_floor(smoothing):.2f} (the dotted line) however well the model reads"] if smoothing else []
+    harder += ["on randomly distorted digits, harder than the plain ones validated on"] if recipe.get("augment") else []
+    training = "; training is also measured " + " and ".join(harder) if harder else ""
+    marked = len(history) > 1  # with one epoch, the best epoch is the only one
+    result = (f"The dashed line marks the epoch with the highest validation accuracy (epoch {best['epoch']}, "
+              f"{best['val_accuracy']:.2%}) for information only: recipes are fixed schedules, and the run's "
+              f"result is its last epoch ({last['val_accuracy']:.2%})" if marked else
+              "The run's result is its last epoch")
+    return (_figure(curves_figure(history, best["epoch"] if marked else None, smoothing),
+                    "accuracy and loss per epoch, training and validation")
             + f"""<p>{overfitting}</p>
 <p class="note">Validation is {validation}, measured after each epoch; training figures are averages
-over the epoch while the weights change, so early on they trail the validation ones. The dashed line marks
-the epoch with the highest validation accuracy (epoch {best['epoch']}, {best['val_accuracy']:.2%}) for
-information only: recipes are fixed schedules, and the run's result is its last epoch
-({last['val_accuracy']:.2%}) — {chosen}.</p>""")
+over the epoch while the weights change, so early on they trail the validation ones{training}.
+{result} — {chosen}.</p>""")
 
 
 def _metrics(metrics: dict[str, Any], classes: Sequence[str]) -> str:
@@ -261,7 +273,7 @@ def _mistakes(images: np.ndarray, result: Evaluation, classes: Sequence[str]) ->
     for i in wrong:
         top3 = np.argsort(-p[i])[:3]
         rows = "".join(f'<tr{" class=true" if k == result.labels[i] else ""}><td>{html.escape(classes[k])}</td>'
-                       f"<td>{p[i, k]:.1%}</td></tr>" for k in top3)
+                       f"<td>{short_percent(p[i, k])}</td></tr>" for k in top3)
         cards.append(f'<figure class="mistake">{_digit(images[i], f"test image {i}")}'
                      f"<figcaption>test #{i} · true <b>{html.escape(classes[result.labels[i]])}</b>"
                      f"<table>{rows}</table></figcaption></figure>")
@@ -312,7 +324,7 @@ def _saliency(model: nn.Module, images: np.ndarray, result: Evaluation, classes:
     chosen = [*np.flatnonzero(predictions == labels)[:EXPLAINED_EACH],
               *result.confident_mistakes()[:EXPLAINED_EACH]]
     titles = [f"test #{i}: true {classes[labels[i]]}, predicted {classes[predictions[i]]} "
-              f"({p[i, predictions[i]]:.1%})" for i in chosen]
+              f"({short_percent(p[i, predictions[i]])})" for i in chosen]
     saliencies = [integrated_gradients(model, images[i]) for i in chosen]
     figure = explanation_figure([images[i] for i in chosen], saliencies, p[chosen], classes, titles)
     return (_figure(figure, "saliency maps")

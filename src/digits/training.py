@@ -325,7 +325,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
             console.print(f"{folder}: already finished ({len(history)}/{recipe.epochs} epochs"
                           f"{', ' + resumed['stopped'] if resumed.get('stopped') else ''})")
             if world.is_main:
-                _write_curves_and_report(folder, history, config, data, console, only_missing=True)
+                _write_curves_and_report(folder, history, config, recipe, data, console, only_missing=True)
             return Run(folder, model.eval(), history)
         if scheduler:
             planned = scheduler.total_steps
@@ -439,16 +439,16 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                   f" — checkpoint {checkpoint}")
     if writer:
         writer.close()
-    _write_curves_and_report(folder, history, config, data, console)
+    _write_curves_and_report(folder, history, config, recipe, data, console)
     return Run(folder, model.eval(), history)
 
 
-def _write_curves_and_report(folder: Path, history: list[dict[str, Any]], config: TrainConfig, data: Dataset,
-                             console, only_missing: bool = False) -> None:
+def _write_curves_and_report(folder: Path, history: list[dict[str, Any]], config: TrainConfig, recipe: Recipe,
+                             data: Dataset, console, only_missing: bool = False) -> None:
     """A finished run's last files: curves.png and, unless --no-report, report.html. With
     ``only_missing``, those a run stopped before writing (a kill after its last checkpoint)."""
     if not (only_missing and (folder / "curves.png").exists()):
-        plot_curves(history, folder / "curves.png")
+        plot_curves(history, folder / "curves.png", recipe.label_smoothing)
     report = folder / REPORT_NAME
     if config.report and len(data.test):  # a dataset without test images has nothing to report on
         from .report import write_report
