@@ -232,7 +232,8 @@ photo.addEventListener("change", async () => {
     // a format this browser cannot show may still be one the server can read
   }
   drawn = true;
-  predict(file, file.type || "application/octet-stream");
+  // Sent as bytes, whatever the browser calls the file: the server tells a picture by its content.
+  predict(file, "application/octet-stream");
 });
 
 // --- start --------------------------------------------------------------------------------
