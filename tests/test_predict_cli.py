@@ -138,15 +138,16 @@ def test_numbers(mnist, model, tmp_path, capsys):
                             mnist.test.labels[:30].numpy(), count=6, seed=1)
     status, out, err = run(capsys, str(tmp_path / "numbers"), "--number", "--model", model, "--json",
                            "--show-preprocessed", str(tmp_path / "seen"))
-    assert status == 0 and err == ""
     records = [json.loads(line) for line in out.splitlines()]
+    written = sum(len(r["digits"]) for r in records)
+    assert status == 0 and err == f"wrote what the model saw to {tmp_path / 'seen'}: {written} files\n"
     assert [r["file"] for r in records] == [str(p) for p, _ in numbers]
     for r in records:
         assert isinstance(r["number"], str) and len(r["confidences"]) == len(r["digits"]) == len(r["number"])
         assert r["confidence"] == pytest.approx(np.prod(r["confidences"]), abs=1e-5)
     assert sum(r["number"] == number for r, (_, number) in zip(records, numbers)) >= 4
     seen = sorted((tmp_path / "seen").iterdir())
-    assert len(seen) == sum(len(r["digits"]) for r in records)
+    assert seen == sorted(Path(file) for r in records for file in r["preprocessed"])
     assert seen[0].name == "0001-0000-1.png" and Image.open(seen[0]).size == (28, 28)
 
     status, out, _ = run(capsys, str(numbers[0][0]), "--number", "--model", model, "--csv")
@@ -156,9 +157,10 @@ def test_numbers(mnist, model, tmp_path, capsys):
 
 def test_show_preprocessed_writes_what_the_model_saw(pictures, model, tmp_path, capsys):
     path = next(p for p, kind, _ in pictures if kind == "light_on_dark")
-    status, _, _ = run(capsys, str(path), "--model", model, "--show-preprocessed", str(tmp_path / "seen"))
+    status, out, _ = run(capsys, str(path), "--model", model, "--show-preprocessed", str(tmp_path / "seen"))
     (seen,) = (tmp_path / "seen").iterdir()
     assert status == 0 and seen.name == f"0001-{path.stem}.png"
+    assert out.endswith(f"\nwrote what the model saw to {tmp_path / 'seen'}: 1 file\n")
     assert np.array_equal(np.asarray(Image.open(seen)), digits.prepare(path))
     status, out, err = run(capsys, str(path), "--model", model, "--show-preprocessed", str(path))
     assert status == 2 and out == "" and err == (f"digits: error: --show-preprocessed {path}: a file, not a folder — "

@@ -207,12 +207,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     classifier = load(args.model, args.backend, args.device, args.precision)
     records = predict_files(classifier, args.paths, args.number, args.show_preprocessed)
-    table, failed = [], 0
+    table, failed, preprocessed = [], 0, 0
     if args.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["file", "number", "confidence", "confidences"] if args.number
                         else ["file", "digit", "confidence", *(f"p{d}" for d in range(10))])
     for record in records:
+        preprocessed += len(record.get("preprocessed", ()))
         if "error" in record:
             failed += 1
             print(f"digits: error: {record['error']}", file=sys.stderr, flush=True)
@@ -227,6 +228,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table.append(record)
     if table:
         _print_predictions(table, classifier.info, args.number)
+    if args.show_preprocessed is not None:  # beside JSON or CSV on standard output, said on standard error
+        print(f"wrote what the model saw to {args.show_preprocessed}: {preprocessed} "
+              f"file{'s' * (preprocessed != 1)}", file=sys.stderr if args.json or args.csv else sys.stdout)
     return 2 if failed else 0
 
 

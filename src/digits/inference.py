@@ -415,7 +415,8 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
     """One record per picture, in order: its reading, or {"file", "error"} if it cannot be read.
 
     A bad file never stops the others. ``show_preprocessed`` is a folder that receives the
-    28×28 images the model saw, named after the picture's position and name.
+    28×28 images the model saw, named after the picture's position and name; each record then
+    lists its own under "preprocessed".
     """
     if show_preprocessed is not None:
         output_folder(show_preprocessed, "--show-preprocessed")
@@ -440,9 +441,10 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
                 yield {"file": str(file), "error": str(e)}
                 continue
             if show_preprocessed is not None:
-                for k, image in enumerate(seen):
-                    name = f"{index:04d}-{file.stem}" + (f"-{k + 1}" if number else "")
-                    save_png(Path(show_preprocessed) / f"{name}.png", image)
+                names = [f"{index:04d}-{file.stem}" + (f"-{k + 1}" if number else "") for k in range(len(seen))]
+                record["preprocessed"] = [str(Path(show_preprocessed) / f"{name}.png") for name in names]
+                for image, written in zip(seen, record["preprocessed"]):
+                    save_png(written, image)
             yield {"file": str(file), **record}
 
 
