@@ -143,6 +143,17 @@ def test_a_float_picture_that_overshoots_one_is_on_a_0_to_1_scale(tmp_path):
     assert np.array_equal(*as_tiff)  # a float TIFF keeps more than 8 bits, so not quite `expected`
 
 
+@pytest.mark.parametrize("bits", [16, 12])
+def test_a_16_bit_file_reads_as_the_same_array_does(bits, tmp_path):
+    # A 12-bit camera or scanner stores its 0–4095 in a 16-bit PNG: scaled by its own top, as an
+    # array is, not by 65,535, which would leave it a blank picture.
+    digit = np.kron(prepare(draw([SEVEN])), np.ones((4, 4), np.uint8)).astype(np.uint16) * (257 if bits == 16 else 16)
+    Image.fromarray(digit).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    np.testing.assert_array_equal(prepare(tmp_path / "deep.png"), prepare(digit))
+    assert similar(prepare(tmp_path / "deep.png"), prepare(draw([SEVEN]))) > 0.9
+
+
 def test_a_one_pixel_stroke_where_shrinking_drops_a_row(tmp_path):
     # A dash 21 px long and 1 px thick fills a 21-px square's middle row, which Pillow's BOX
     # filter, shrinking 21 to 20, drops: the digit came out blank and reading failed.

@@ -161,10 +161,8 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     ink on white. Otherwise transparent pixels take the paper's colour: the majority colour of
     the visible pixels when they cover most of the picture, else the colour opposite to theirs.
     """
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        a = np.asarray(image, dtype=np.float32)
-        top = a.max()
-        return np.clip(a / (1.0 if top <= UNIT_TOP else 255.0 if top <= 255 else 65535.0), 0, 1)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # scaled as an array of them would be
+        return np.clip(on_255_scale(np.asarray(image)[None], "the picture's pixels")[0] / 255, 0, 1)
     if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in image.info:
         return np.asarray(image.convert("L"), dtype=np.float32) / 255
     rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255
