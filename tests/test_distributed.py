@@ -185,7 +185,7 @@ def test_the_cuda_path_is_chosen_right_without_a_gpu(monkeypatch):
     """Device, precision and autocast choices for GPUs, checked on the CPU (torch's own
     CUDA queries are stood in for; the logic under test is ours)."""
     from digits.distributed import local_device
-    from digits.engine import autocast, optimizer_options, resolve_precision
+    from digits.engine import autocast, resolve_precision
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
@@ -197,7 +197,6 @@ def test_the_cuda_path_is_chosen_right_without_a_gpu(monkeypatch):
     with pytest.warns(UserWarning):  # no CUDA here, so torch disables it, but the settings stand
         cast = autocast(torch.device("cuda"), "bf16")
     assert cast.device == "cuda" and cast.fast_dtype == torch.bfloat16
-    assert optimizer_options(torch.device("cuda")) == {"fused": True}
 
 
 def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):

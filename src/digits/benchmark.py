@@ -108,7 +108,7 @@ def inference_rate(model: torch.nn.Module, images: torch.Tensor, device: torch.d
     for _ in range(repeats + 1):  # the first pass warms up oneDNN's kernels and is not counted
         tick = time.perf_counter()
         with autocast(device, precision):
-            predict_logits(model, images, device=device)
+            predict_logits(model, images)
         seconds.append(time.perf_counter() - tick)
     return len(images) / statistics.median(seconds[1:])
 

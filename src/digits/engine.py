@@ -153,12 +153,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None,
-                   device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, computed on ``device``
-    (default: the model's) in forward passes of ``batch_size`` (default: sized to the model
-    and the device, see inference_batch_size)."""
-    device = torch.device(device) if device else model_device(model)
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits for uint8 (N, 28, 28) or float (N, 1, 28, 28) images, computed where the model is,
+    in forward passes of ``batch_size`` (default: sized to the model and the device, see
+    inference_batch_size)."""
+    device = model_device(model)
     batch_size = batch_size or inference_batch_size(model, device)
     out = []
     with eval_mode(model):
@@ -184,6 +183,3 @@ def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     return torch.compile(model)
 
 
-def optimizer_options(device: torch.device) -> dict:
-    """The fused (single-kernel) optimizer step: PyTorch has one for both devices digits runs on."""
-    return {"fused": True}

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 from torch.nn import functional as F
@@ -76,17 +75,16 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray,
         return confidence_sum / counts, correct_sum / counts, counts, ece
 
 
-def evaluate(model: nn.Module, split: Split | Dataset, device: torch.device | str | None = None,
-             batch_size: int | None = None) -> Evaluation:
+def evaluate(model: nn.Module, split: Split | Dataset) -> Evaluation:
     """Loss, accuracy and probabilities of ``model`` (a PyTorch module, or a classifier from
-    digits.load holding one) on ``split`` (of a whole Dataset, its test split), computed on
-    ``device`` (default: where the model is)."""
+    digits.load holding one) on ``split`` (of a whole Dataset, its test split), computed where
+    the model is."""
     model = _network(model)
     if isinstance(split, Dataset):
         split = split.test
     if not isinstance(split, Split):
         raise DigitsError(f"cannot evaluate on a {type(split).__name__}: give a Split, such as data.test")
-    logits = predict_logits(model, split.images, batch_size, device)
+    logits = predict_logits(model, split.images)
     loss = F.cross_entropy(logits, split.labels).item() if len(split) else float("nan")
     probabilities = logits.softmax(1).numpy()
     labels = split.labels.numpy()

@@ -72,7 +72,7 @@ class TorchBackend:
         from .engine import autocast, predict_logits
 
         with autocast(self.device, self.precision):
-            return predict_logits(self.model, torch.from_numpy(batch), device=self.device).numpy()
+            return predict_logits(self.model, torch.from_numpy(batch)).numpy()
 
 
 class OnnxBackend:

@@ -27,7 +27,7 @@ from torch.profiler import record_function
 from . import __version__, distributed
 from .checkpoint import load_checkpoint, load_model, load_weights, newest_checkpoint, save_checkpoint, save_ensemble
 from .data import Dataset, Split, load_dataset
-from .engine import (as_batch, autocast, cpu_threads, maybe_compile, optimizer_options, prepare_model,
+from .engine import (as_batch, autocast, cpu_threads, maybe_compile, prepare_model,
                      resolve_device, resolve_precision, to_device)
 from .errors import DigitsError
 from .evaluation import evaluate
@@ -130,7 +130,8 @@ class Run:
         return next((h["elapsed"] for h in self.history if h["val_accuracy"] >= accuracy), None)
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe, options: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    options = {"fused": True}  # one kernel per step, which PyTorch has on the CPU and on GPUs
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), recipe.lr, betas=recipe.betas, eps=recipe.eps,
                                 weight_decay=recipe.weight_decay, **options)
@@ -314,7 +315,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     model = prepare_model(create_model(config.model, recipe.normalize, recipe.test_time_augment, recipe.temperature),
                           device)
     forward = maybe_compile(world.wrap(model, device), config.compile)
-    optimizer = make_optimizer(model, recipe, optimizer_options(device))
+    optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, steps_per_epoch)
     history: list[dict[str, Any]] = []
     if resumed:
