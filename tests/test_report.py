@@ -216,6 +216,8 @@ def test_training_loss_under_label_smoothing_is_explained_and_one_epoch_marks_no
     assert "One epoch: the curves need more than one to show a trend." in text
     assert "The run's result is its last epoch — nothing is chosen by test accuracy." in text
     assert "dashed line" not in text and "no sign of overfitting" not in text
+    for setting, written in (("betas", "0.9, 0.95"), ("augment", "none"), ("normalize", "yes")):  # not Python's
+        assert f"<tr><td>{setting}</td><td>{written}</td></tr>" in text
     loss_axis = curves_figure(run.history, label_smoothing=0.1).axes[1]
     assert [line.get_ydata()[0] for line in loss_axis.get_lines() if line.get_linestyle() == ":"] == [
         pytest.approx(-0.91 * np.log(0.91) - 9 * 0.01 * np.log(0.01))]  # the targets' entropy

@@ -218,10 +218,11 @@ def comparison_figure(histories: dict[str, Sequence[dict[str, Any]]]) -> Figure:
     for (name, history), color in zip(histories.items(), matplotlib.colormaps["tab10"].colors * 10):
         epochs = [h["epoch"] for h in history]
         for ax, metric in zip(axes, ("accuracy", "loss")):
-            ax.plot(epochs, [h[f"val_{metric}"] for h in history], "-o", color=color, markersize=3, label=name)
-            ax.plot(epochs, [h[f"train_{metric}"] for h in history], "--.", color=color, alpha=0.6)
+            # Markers large enough to see a one-epoch run, which draws no line.
+            ax.plot(epochs, [h[f"val_{metric}"] for h in history], "-o", color=color, markersize=6, label=name)
+            ax.plot(epochs, [h[f"train_{metric}"] for h in history], "--^", color=color, markersize=5, alpha=0.6)
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set(title=f"{metric.capitalize()} (solid: validation, dashed: training)", xlabel="epoch",
+        ax.set(title=f"{metric.capitalize()} (● solid: validation, ▲ dashed: training)", xlabel="epoch",
                ylabel=metric)
         ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
         ax.grid(alpha=0.3)

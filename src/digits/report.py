@@ -170,8 +170,19 @@ def _digit(image: np.ndarray, alt: str) -> str:
 
 def _table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or ())
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_plain(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
+
+
+def _plain(value: Any) -> str:
+    """A setting as a reader writes it, not as Python prints it: none, yes, 0.9, 0.95, rotate 10."""
+    if value is None or isinstance(value, bool):
+        return {None: "none", True: "yes", False: "no"}[value]
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_plain, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_plain(v)}" for key, v in value.items())
+    return str(value)
 
 
 def _duration(seconds: float) -> str:
