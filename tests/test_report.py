@@ -308,3 +308,25 @@ def test_the_report_renders_in_a_browser(run: Run, tmp_path: Path) -> None:
     # Text and plots, not a blank or an error page: dark ink on much of the page's height.
     inked_rows = (pixels < 100).any(axis=1).mean()
     assert inked_rows > 0.3
+
+
+def test_on_a_phone_figures_keep_their_size_and_scroll_inside_the_page(run: Run) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium here (apt-get install chromium); CI installs it")
+    measure = """() => ({page: document.documentElement.scrollWidth,
+        figures: [...document.querySelectorAll('img.figure')].map(i => [i.width, i.naturalWidth])})"""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 400, "height": 800})
+            page.goto((run.folder / "report.html").resolve().as_uri())
+            phone = page.evaluate(measure)
+            page.set_viewport_size({"width": 1280, "height": 800})
+            desktop = page.evaluate(measure)
+        finally:
+            browser.close()
+    figures = (run.folder / "report.html").read_text().count('<img class="figure"')
+    assert phone["page"] == 400 and len(phone["figures"]) == figures >= 7  # the page itself never scrolls sideways
+    assert all(shown == natural > 400 for shown, natural in phone["figures"])  # labels stay readable
+    assert desktop["page"] == 1280 and all(shown <= 1000 for shown, _ in desktop["figures"])  # fitted to the column

@@ -144,7 +144,11 @@ th, td { border-bottom: 1px solid #e3e6eb; padding: 4px 10px; text-align: right;
 th { background: #f0f2f5; }
 td:first-child, th:first-child { text-align: left; }
 .columns { display: flex; flex-wrap: wrap; gap: 8px 40px; align-items: flex-start; }
+.columns > * { min-width: 0; max-width: 100%; }
 img.figure { max-width: 100%; height: auto; display: block; margin: 8px 0; }
+.wide { overflow-x: auto; }
+/* On a phone a figure shrunk to the screen has unreadable labels: keep its own size and scroll it. */
+@media (max-width: 700px) { img.figure { max-width: none; } header, section { padding: 0 12px; } }
 .mistakes { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 10px; }
 .mistake { margin: 0; border: 1px solid #e3e6eb; border-radius: 6px; padding: 6px; font-size: 13px; }
 .mistake img, img.digit { width: 84px; height: 84px; image-rendering: pixelated; display: block; }
@@ -159,7 +163,7 @@ def _image(data: bytes, alt: str, css: str = "figure") -> str:
 
 
 def _figure(figure, alt: str) -> str:
-    return _image(png(figure), alt)
+    return f'<div class="wide">{_image(png(figure), alt)}</div>'
 
 
 def _digit(image: np.ndarray, alt: str) -> str:
@@ -171,7 +175,8 @@ def _digit(image: np.ndarray, alt: str) -> str:
 def _table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header or ())
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_plain(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table>{f'<thead><tr>{head}</tr></thead>' if head else ''}<tbody>{body}</tbody></table>"
+    head = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f'<div class="wide"><table>{head}<tbody>{body}</tbody></table></div>'
 
 
 def _plain(value: Any) -> str:
