@@ -133,3 +133,29 @@ def number_picture(digits_list: list[np.ndarray], gap: float = 0.1, size: int = 
         np.maximum(region, ink, out=region)
         x += ink.shape[1] + step
     return _on_paper(page, rng)
+
+
+def _rule(length: int, at: float, width: float) -> np.ndarray:
+    """A straight rule across `length` pixels: 1 within `width` of `at`, anti-aliased edges."""
+    return np.clip(width / 2 + 0.5 - np.abs(np.arange(length) - at), 0, 1).astype(np.float32)
+
+
+def ruled_paper(digit: np.ndarray, size: int = 300, squared: bool = False, seed: int = 0) -> Image.Image:
+    """A digit written on a notebook page: faint blue rules every 30–45 px through and around it
+    (and as many down it, on squared paper) and a red margin line by its left side, under dark
+    ink; the lines cross the whole picture, as a photo cropped round the digit shows them."""
+    rng = np.random.default_rng(seed)
+    ink = np.zeros((size, size), np.float32)
+    x = int(rng.integers(50, 80))
+    ink[50:250, x:x + 200] = upscale(digit, 200)
+    spacing = rng.uniform(30, 45)
+    at = np.arange(rng.uniform(0, spacing), size, spacing)
+    across = np.max([_rule(size, y, rng.uniform(1, 2)) for y in at], axis=0)
+    blue = np.maximum(across[:, None], across[None, :] if squared else 0)
+    red = np.ones(size)[:, None] * _rule(size, x + rng.uniform(0, 30), 2)
+    paper = rng.uniform(0.9, 1.0) * np.asarray((1.0, 0.98, 0.93))  # off-white
+    page = paper * (1 - blue[..., None] * (1 - rng.uniform((0.55, 0.7, 0.85), (0.7, 0.8, 0.95))))
+    page = page * (1 - red[..., None] * (1 - np.asarray((0.9, 0.45, 0.45))))
+    pen = rng.uniform(0.05, 0.25)
+    rgb = page * (1 - ink[..., None]) + pen * ink[..., None] + rng.normal(0, 0.01, (size, size, 1))
+    return Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import os
 import struct
@@ -20,12 +21,16 @@ from scipy import ndimage
 from digits.errors import DigitsError
 from digits.prepare import open_image, prepare, segment_number, to_grayscale
 from pictures import (big_canvas_off_centre, ink_on_paper, jpeg_uneven_light, light_on_dark,
-                      number_picture, rgba_canvas, thick_stroke, thin_stroke)
+                      number_picture, rgba_canvas, ruled_paper, thick_stroke, thin_stroke, upscale)
+
+preparing = importlib.import_module("digits.prepare")  # the module: digits.prepare is its function
 
 # Shapes in unit coordinates, drawn into a box: lines (polylines) and ellipses.
 ONE = [("line", [(0.5, 0), (0.5, 1)])]
 ZERO = [("ellipse", (0, 0, 1, 1))]
 SEVEN = [("line", [(0, 0), (1, 0), (0.35, 1)])]
+FOUR = [("line", [(0.7, 1), (0.7, 0), (0, 0.65), (1, 0.65)])]
+Z_TWO = [("line", [(0, 0), (1, 0), (0, 1), (1, 1)])]
 # a 5 whose top bar is not joined to the rest: two fragments, one above the other
 BROKEN_FIVE = [("line", [(0.15, 0), (1, 0)]),
                ("line", [(0.1, 0.25), (0.1, 0.5), (0.6, 0.45), (0.95, 0.7), (0.6, 1), (0, 0.92)])]
@@ -166,6 +171,25 @@ def test_a_picture_in_colours_pillow_cannot_convert_is_one_line(tmp_path):
     path = save(draw([SEVEN]).convert("RGB").convert("LAB"), tmp_path / "lab.tiff")
     with pytest.raises(DigitsError, match=f"^{path}: cannot read its LAB colours .* save it as RGB or greyscale$"):
         prepare(path)
+
+
+@pytest.mark.parametrize("shape", [SEVEN, FOUR, Z_TWO], ids=["seven", "four", "z-two"])
+def test_a_digit_cropped_to_its_bars_loses_none_of_them(shape, monkeypatch):
+    # Bars across the whole picture, one way or both, are the digit's own, not ruled lines.
+    picture = draw([shape], size=(100, 140), boxes=[(8, 8, 92, 132)], width=12)
+    prepared = prepare(picture)
+    monkeypatch.setattr(preparing, "_unruled", lambda depth: depth)
+    assert np.array_equal(prepared, prepare(picture))
+
+
+def test_an_mnist_seven_cropped_to_its_ink_loses_none_of_it(monkeypatch):
+    seven = mnist_test_images(1)[0]
+    rows, cols = np.nonzero(seven)
+    crop = seven[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    picture = Image.fromarray(np.round(255 - 255 * upscale(crop, 200)).astype(np.uint8))
+    prepared = prepare(picture)
+    monkeypatch.setattr(preparing, "_unruled", lambda depth: depth)
+    assert np.array_equal(prepared, prepare(picture))
 
 
 def test_uneven_light_and_noise():
@@ -369,8 +393,10 @@ def test_mnist_digits_survive_a_round_trip_through_paper():
     (big_canvas_off_centre, 0.85, 10), (thick_stroke, 0.75, 25), (thin_stroke, 0.8, 25),
     (jpeg_uneven_light, 0.85, 25), (rgba_canvas, 0.9, 25),
     (lambda d, seed: rgba_canvas(d, colour=(255, 255, 255), seed=seed), 0.9, 25),
-    (light_on_dark, 0.9, 25),
-], ids=["big-canvas", "thick", "thin", "jpeg-uneven-light", "rgba-black", "rgba-white", "chalk"])
+    (light_on_dark, 0.9, 25), (ruled_paper, 0.85, 25),
+    (lambda d, seed: ruled_paper(d, squared=True, seed=seed), 0.85, 25),
+], ids=["big-canvas", "thick", "thin", "jpeg-uneven-light", "rgba-black", "rgba-white", "chalk", "ruled",
+        "squared"])
 def test_mnist_digits_survive_realistic_pictures(make, floor, count):
     digits = mnist_test_images(count)
     scores = [corr(prepare(make(d, seed=i)), d) for i, d in enumerate(digits)]

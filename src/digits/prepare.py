@@ -39,6 +39,9 @@ THIN, THICK = 1.6, 5.5  # stroke widths (px in the 20-px box) outside MNIST's ra
 THIN_TARGET, THICK_TARGET = 2.5, 4.5  # …these; MNIST's median width is about 2.6 px
 DIGIT_ASPECT = 0.85  # width/height a digit rarely exceeds by half: counts digits that touch
 MERGE = 0.5  # fragments overlapping this much of the narrower one's width are one digit
+# Ruled lines of notebook or squared paper are straight (runs an eighth of the picture long), cross
+# nearly all of it, are thin (this fraction of its shorter side, or 3 px, at most) and fainter than ink.
+RULE_RUN, RULE_SPAN, RULE_WIDTH, RULE_FAINT = 1 / 8, 0.9, 0.03, 0.6
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 EIGHT = np.ones((3, 3), bool)
 
@@ -217,9 +220,10 @@ def ink(gray: np.ndarray) -> np.ndarray:
     """Ink map in [0, 1] (float32, 1 = ink) of a grey picture of either polarity.
 
     The background is the border's colour; ink is whatever departs from it. Uneven light is
-    flattened by dividing by a morphological closing (the paper with the strokes filled in);
-    Otsu's threshold then finds the ink level, and the map ramps from the paper's noise level up
-    to that ink level, so anti-aliased stroke edges stay grey as in MNIST. All zeros if blank.
+    flattened by dividing by a morphological closing (the paper with the strokes filled in), and
+    ruled lines of notebook or squared paper are taken out; Otsu's threshold then finds the ink
+    level, and the map ramps from the paper's noise level up to that ink level, so anti-aliased
+    stroke edges stay grey as in MNIST. All zeros if blank.
     """
     g = np.asarray(gray, dtype=np.float32)
     if min(g.shape) >= 100:  # against sensor and JPEG noise; small pictures are left sharp
@@ -228,6 +232,7 @@ def ink(gray: np.ndarray) -> np.ndarray:
         g = 1 - g
     paper = _paper(g)
     depth = np.clip((paper - g) / np.maximum(paper, 0.05), 0, None)  # light acts multiplicatively
+    depth = _unruled(depth)
     if depth.max() < MIN_CONTRAST:
         return np.zeros_like(g)
     t = _otsu(depth)
@@ -239,6 +244,46 @@ def ink(gray: np.ndarray) -> np.ndarray:
     noise = 1.4826 * float(np.median(np.abs(plain - middle)))
     low = min(max(middle + 4 * noise, 0.15 * top), t)
     return np.clip((depth - low) / (top - low), 0, 1).astype(np.float32)
+
+
+def _rules(depth: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The ruled lines along the rows of a depth map: each one's depth on its pixels (0 elsewhere),
+    how many there are and how thick the thickest is (px)."""
+    height, width = depth.shape
+    runs = ndimage.grey_opening(depth, size=(1, max(3, int(width * RULE_RUN))))  # long and straight
+    labels, _ = ndimage.label(runs > MIN_CONTRAST / 3, structure=EIGHT)
+    level, count, thickest = np.zeros_like(depth), 0, 0
+    for i, (rows, cols) in enumerate(ndimage.find_objects(labels), 1):
+        line = labels[rows, cols] == i  # one line, or several that the digit's strokes join
+        lines = np.count_nonzero(line[1:] & ~line[:-1], axis=0) + line[0]  # in each column
+        # lower quartiles over the columns: strokes the lines meet thicken and darken many of them
+        thickness = np.percentile(line.sum(0) / lines, 25)
+        core = np.percentile(np.where(line, depth[rows, cols], 0).max(0), 25)
+        if (cols.stop - cols.start >= RULE_SPAN * width
+                and thickness <= max(3, RULE_WIDTH * min(height, width))
+                and core < RULE_FAINT * depth.max()):
+            level[rows, cols][line] = core
+            count += int(np.percentile(lines, 25))
+            thickest = max(thickest, int(thickness))
+    return level, count, thickest
+
+
+def _unruled(depth: np.ndarray) -> np.ndarray:
+    """A depth map without the ruled lines of notebook or squared paper, which would join the
+    digit and widen its box. One line across the picture may be the digit's own (a 7's bar or a
+    4's crossbar cropped tight), so lines go only when two or more run one way; a margin line
+    then goes too. Ink on a line stays, so that no stroke is cut in two: where the ink across
+    the line runs further than the line is thick (a stroke crosses it, or lies along it), and
+    by how much it darkens the line (a stroke as thin as the line lying along it)."""
+    rules = [_rules(depth), _rules(depth.T)]
+    if max(count for _, count, _ in rules) < 2:
+        return depth
+    out = depth.copy()
+    for view, (level, _, thickest) in zip((out, out.T), rules):  # rows, then columns (a view)
+        on = level > 0
+        across = ndimage.grey_opening(view, size=(thickest + 2, 1))
+        view[on] = np.maximum(across, (view - level) / (1 - level))[on]  # ink darkens the line
+    return out
 
 
 def _paper(g: np.ndarray) -> np.ndarray:
