@@ -250,7 +250,8 @@ def _rules(depth: np.ndarray) -> tuple[np.ndarray, int, int]:
     """The ruled lines along the rows of a depth map: each one's depth on its pixels (0 elsewhere),
     how many there are and how thick the thickest is (px)."""
     height, width = depth.shape
-    runs = ndimage.grey_opening(depth, size=(1, max(3, int(width * RULE_RUN))))  # long and straight
+    run = max(3, int(width * RULE_RUN))  # an opening along the rows keeps what is long and straight
+    runs = ndimage.maximum_filter1d(ndimage.minimum_filter1d(depth, run, axis=1), run, axis=1)
     labels, _ = ndimage.label(runs > MIN_CONTRAST / 3, structure=EIGHT)
     level, count, thickest = np.zeros_like(depth), 0, 0
     for i, (rows, cols) in enumerate(ndimage.find_objects(labels), 1):
@@ -275,6 +276,12 @@ def _unruled(depth: np.ndarray) -> np.ndarray:
     then goes too. Ink on a line stays, so that no stroke is cut in two: where the ink across
     the line runs further than the line is thick (a stroke crosses it, or lies along it), and
     by how much it darkens the line (a stroke as thin as the line lying along it)."""
+    # Most pictures have no ruled lines: a look at a quarter of the resolution (each pixel the
+    # darkest of its 4×4 block, so thin lines stay) rules them out at a sixteenth of the cost.
+    height, width = (side // 4 * 4 for side in depth.shape)
+    coarse = depth[:height, :width].reshape(height // 4, 4, width // 4, 4).max((1, 3))
+    if min(coarse.shape) < 8 or max(_rules(coarse)[1], _rules(coarse.T)[1]) < 2:
+        return depth
     rules = [_rules(depth), _rules(depth.T)]
     if max(count for _, count, _ in rules) < 2:
         return depth
