@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import digits
-from pictures import ink_on_paper
+from pictures import ink_on_paper, number_picture
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -139,6 +139,18 @@ def test_upload_a_photo(page, mnist, tmp_path):
     page.set_input_files("#photo", files=[{"name": "notes.py", "mimeType": "text/x-python", "buffer": b"x = 1"}])
     sync_api.expect(page.locator("#status")).to_contain_text("not a picture this tool can read")
     sync_api.expect(page.locator("#digit")).to_have_text("?")
+
+
+def test_a_photo_of_a_number_says_how_many_digits_it_looks_like(page, mnist):
+    buffer = io.BytesIO()
+    number_picture([mnist.test.images[i].numpy() for i in range(4)], size=300).save(buffer, "PNG")
+    page.set_input_files("#photo", files=[{"name": "year.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    sync_api.expect(page.locator("#status")).to_contain_text("This looks like 4 digits")
+    buffer = io.BytesIO()
+    ink_on_paper(mnist.test.images[0].numpy(), size=300).save(buffer, "PNG")
+    page.set_input_files("#photo", files=[{"name": "seven.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    shows(page, "7")
+    sync_api.expect(page.locator("#status")).to_have_text("")
 
 
 def test_a_blank_photo_says_so(page):

@@ -16,6 +16,7 @@ from PIL import Image
 import digits
 from digits.cli import main
 from picture_set import write_numbers, write_pictures
+from pictures import ink_on_paper, number_picture
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,18 @@ def test_numbers(mnist, model, tmp_path, capsys):
     status, out, _ = run(capsys, str(numbers[0][0]), "--number", "--model", model, "--csv")
     (row,) = csv.DictReader(io.StringIO(out))
     assert status == 0 and row["number"] == records[0]["number"]
+
+
+def test_a_picture_that_looks_like_a_number_points_at_number(mnist, model, tmp_path, capsys):
+    number_picture([mnist.test.images[i].numpy() for i in range(4)]).save(tmp_path / "year.png")
+    ink_on_paper(mnist.test.images[0].numpy()).save(tmp_path / "seven.png")
+    status, out, _ = run(capsys, str(tmp_path / "year.png"), str(tmp_path / "seven.png"), "--model", model, "--json")
+    assert status == 0 and [json.loads(line).get("looks_like_digits") for line in out.splitlines()] == [4, None]
+    status, out, _ = run(capsys, str(tmp_path / "year.png"), str(tmp_path / "seven.png"), "--model", model)
+    assert status == 0 and out.endswith(f"\n{tmp_path / 'year.png'} looks like 4 digits: read it as a number "
+                                        "with --number\n")
+    status, out, _ = run(capsys, str(tmp_path / "seven.png"), "--model", model)
+    assert status == 0 and "looks like" not in out
 
 
 def test_show_preprocessed_writes_what_the_model_saw(pictures, model, tmp_path, capsys):

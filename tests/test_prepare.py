@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageOps
 from scipy import ndimage
 
 from digits.errors import DigitsError
-from digits.prepare import open_image, prepare, segment_number, to_grayscale
+from digits.prepare import open_image, prepare, prepare_counted, segment_number, to_grayscale
 from pictures import (big_canvas_off_centre, ink_on_paper, jpeg_uneven_light, light_on_dark,
                       number_picture, rgba_canvas, ruled_paper, thick_stroke, thin_stroke, upscale)
 
@@ -360,6 +360,17 @@ def test_segment_number_keeps_a_broken_digit_whole():
     digits = segment_number(picture)
     assert len(digits) == 3
     assert similar(digits[1], prepare(draw([BROKEN_FIVE]))) > 0.95
+
+
+def test_a_picture_counts_the_digits_it_looks_like(mnist):
+    number = number_picture([mnist.test.images[i].numpy() for i in range(4)])
+    assert prepare_counted(number)[1] == 4
+    assert np.array_equal(prepare_counted(number)[0], prepare(number))
+    for single in (draw([SEVEN]), ink_on_paper(mnist.test.images[0].numpy()), mnist.test.images[0].numpy()):
+        assert prepare_counted(single)[1] == 1
+    # A thin-stroked digit falls apart into pieces, which stay about as tall as they are wide.
+    pieces = [prepare_counted(thin_stroke(digit, seed=i))[1] for i, digit in enumerate(mnist_test_images(100))]
+    assert pieces.count(1) >= 97
 
 
 def test_segment_number_of_a_single_digit():

@@ -192,6 +192,16 @@ def test_read_a_number(client, classifier, mnist):
     assert all(str(np.float32(p)) == str(p) for p in figures)
 
 
+def test_a_picture_that_looks_like_a_number_says_how_many_digits(client, mnist):
+    number = png(number_picture([mnist.test.images[i].numpy() for i in range(4)]))
+    single = png(ink_on_paper(mnist.test.images[0].numpy()))
+    for body, expected in ((number, {"looks_like_digits": 4}), (single, {})):
+        reply = client.post("/predict", content=body, headers={"Content-Type": "image/png"}).json()
+        assert {k: v for k, v in reply.items() if k == "looks_like_digits"} == expected
+    assert "looks_like_digits" not in client.post("/predict/batch", files=[("files", ("n.png", number))]).json()[
+        "predictions"][0]
+
+
 def test_a_blank_grid_read_as_a_number_is_named_by_its_field(client):
     answer = client.post("/predict?number=true", json={"pixels": [[0] * 28] * 28})
     assert answer.status_code == 422

@@ -228,6 +228,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table.append(record)
     if table:
         _print_predictions(table, classifier.info, args.number)
+        for record in table:
+            if "looks_like_digits" in record:
+                print(f"{record['file']} looks like {record['looks_like_digits']} digits: read it as a number "
+                      "with --number")
     if args.show_preprocessed is not None:  # beside JSON or CSV on standard output, said on standard error
         print(f"wrote what the model saw to {args.show_preprocessed}: {preprocessed} "
               f"file{'s' * (preprocessed != 1)}", file=sys.stderr if args.json or args.csv else sys.stdout)

@@ -25,7 +25,8 @@ from .errors import DigitsError
 from .files import (ENSEMBLE_MANIFEST, EXPLAINED, RUNS_DIR, atomic_write, member_checkpoints, model_file,
                     newest_runs_first, output_folder)
 from .mnist import DIGIT_CLASSES, FIELD
-from .prepare import Source, as_numpy, ink_contrast, is_array, on_255_scale, prepare, segment_number
+from .prepare import (Source, as_numpy, ink_contrast, is_array, on_255_scale, prepare, prepare_counted,
+                      segment_number)
 
 Images = Union[Source, Sequence[Source]]
 ONNX_BATCH = 2048  # digits per ONNX Runtime call
@@ -435,8 +436,11 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], number: b
                     record = _number_record(classifier.read_number(file))
                     seen = record.pop("images")
                 else:
-                    seen = [classifier.prepare(file)]
-                    record = digit_record(classifier.predict_prepared(seen[0][None])[0], classes)
+                    digit, several = prepare_counted(file)
+                    seen = [digit]
+                    record = digit_record(classifier.predict_prepared(digit[None])[0], classes)
+                    if several > 1:
+                        record["looks_like_digits"] = several
             except DigitsError as e:
                 yield {"file": str(file), "error": str(e)}
                 continue

@@ -39,6 +39,7 @@ THIN, THICK = 1.6, 5.5  # stroke widths (px in the 20-px box) outside MNIST's ra
 THIN_TARGET, THICK_TARGET = 2.5, 4.5  # …these; MNIST's median width is about 2.6 px
 DIGIT_ASPECT = 0.85  # width/height a digit rarely exceeds by half: counts digits that touch
 MERGE = 0.5  # fragments overlapping this much of the narrower one's width are one digit
+WIDE = 1.25  # ink this many times wider than tall may be a number; 1% of single digits are as wide
 # Ruled lines of notebook or squared paper are straight (runs an eighth of the picture long), cross
 # nearly all of it, are thin (this fraction of its shorter side, or 3 px, at most) and fainter than ink.
 RULE_RUN, RULE_SPAN, RULE_WIDTH, RULE_FAINT = 1 / 8, 0.9, 0.03, 0.6
@@ -423,12 +424,25 @@ def prepare(source: Source) -> np.ndarray:
     A 28×28 picture that already is MNIST-style — light on dark, fitted and centred as MNIST's
     digits are — is returned unchanged (as uint8), so dataset digits pass through bit for bit.
     """
+    return prepare_counted(source)[0]
+
+
+def prepare_counted(source: Source) -> tuple[np.ndarray, int]:
+    """prepare(source), and how many digits its ink looks like: 1, unless segment_number would
+    cut it into several and it is clearly wider than tall (as a number is, and a single digit
+    is not, even one whose thin strokes fall apart)."""
     gray = _gray(source)
     ready = _mnist_style(gray)
     if ready is not None:
-        return ready
+        return ready, 1
     out, labels, keep = _strokes(gray, _name(source))
-    return _fit(np.where(np.isin(labels, keep), out, 0))
+    boxes = ndimage.find_objects(labels)
+    groups, line = _groups(boxes, keep)
+    count = sum(_digits_across(right - left, line) for left, right, _ in groups)
+    rows = [boxes[label - 1][0] for label in keep]
+    height = max(r.stop for r in rows) - min(r.start for r in rows)
+    width = max(g[1] for g in groups) - min(g[0] for g in groups)
+    return _fit(np.where(np.isin(labels, keep), out, 0)), count if width >= WIDE * height else 1
 
 
 def _overlap(a: list, b: list) -> float:
@@ -436,11 +450,16 @@ def _overlap(a: list, b: list) -> float:
     return (min(a[1], b[1]) - max(a[0], b[0])) / min(a[1] - a[0], b[1] - b[0])
 
 
+def _digits_across(width: int, line: int) -> int:
+    """How many digits of the line's height ink this wide holds: more than 1 where they touch."""
+    return max(1, int(width / (DIGIT_ASPECT * line) + 0.5))
+
+
 def _split(piece: np.ndarray, line: int) -> list[np.ndarray]:
     """Cut ink as wide as several digits of the line's height where fewest strokes cross."""
     cols = np.nonzero(piece.any(0))[0]
     x0, width = cols[0], cols[-1] + 1 - cols[0]
-    n = int(width / (DIGIT_ASPECT * line) + 0.5)
+    n = _digits_across(width, line)
     if n < 2:
         return [piece]
     strip = piece[:, x0:x0 + width]
@@ -461,6 +480,24 @@ def _split(piece: np.ndarray, line: int) -> list[np.ndarray]:
     return pieces or [piece]
 
 
+def _groups(boxes: list, keep: np.ndarray) -> tuple[list[list], int]:
+    """The kept components (``boxes`` as find_objects gives them) gathered into digits, each
+    [left, right, labels], and the line's height: that of the tallest component."""
+    line = max(boxes[i - 1][0].stop - boxes[i - 1][0].start for i in keep)
+    groups: list[list] = []  # built from the largest component down
+    for label in keep:
+        rows, cols = boxes[label - 1]
+        span = [cols.start, cols.stop]
+        best = max(groups, key=lambda g: _overlap(g, span), default=None)
+        cover = _overlap(best, span) if best else 0.0
+        if cover >= MERGE or (cover > 0 and rows.stop - rows.start < line / 2):
+            best[0], best[1] = min(best[0], span[0]), max(best[1], span[1])
+            best[2].append(label)
+        else:
+            groups.append([*span, [label]])
+    return groups, line
+
+
 def segment_number(source: Source, name: str | None = None) -> list[np.ndarray]:
     """The digits of a multi-digit number's picture, left to right, each as prepare() makes it;
     errors call the picture ``name`` (by default its path, or what kind of thing it is).
@@ -475,19 +512,7 @@ def segment_number(source: Source, name: str | None = None) -> list[np.ndarray]:
     if ready is not None:
         return [ready]
     out, labels, keep = _strokes(gray, name or _name(source))
-    boxes = ndimage.find_objects(labels)
-    line = max(boxes[i - 1][0].stop - boxes[i - 1][0].start for i in keep)
-    groups: list[list] = []  # [left, right, labels]; built from the largest component down
-    for label in keep:
-        rows, cols = boxes[label - 1]
-        span = [cols.start, cols.stop]
-        best = max(groups, key=lambda g: _overlap(g, span), default=None)
-        cover = _overlap(best, span) if best else 0.0
-        if cover >= MERGE or (cover > 0 and rows.stop - rows.start < line / 2):
-            best[0], best[1] = min(best[0], span[0]), max(best[1], span[1])
-            best[2].append(label)
-        else:
-            groups.append([*span, [label]])
+    groups, line = _groups(ndimage.find_objects(labels), keep)
     digits = []
     for _, _, group in sorted(groups, key=lambda g: g[0]):
         piece = np.where(np.isin(labels, group), out, 0)

@@ -43,7 +43,7 @@ from starlette.requests import ClientDisconnect
 from ..errors import DigitsError
 from ..inference import as_digits, number_reading
 from ..mnist import FIELD
-from ..prepare import segment_number
+from ..prepare import prepare_counted, segment_number
 
 if TYPE_CHECKING:
     from ..inference import Classifier
@@ -89,6 +89,8 @@ class Reading(BaseModel):
 
 class Prediction(Reading):
     model: str
+    looks_like_digits: int | None = Field(None, description="only for a picture whose ink looks like several "
+                                          "digits: how many (read it as a number with ?number=true)")
 
 
 class Batch(BaseModel):
@@ -441,13 +443,14 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
 
     decoders = CapacityLimiter(DECODERS)
 
-    async def prepare(pictures: list[bytes | np.ndarray]) -> np.ndarray:
-        """The (N, 28, 28) images the model takes; pictures are read off the event loop."""
-        def prepare_all() -> list[np.ndarray]:
+    async def prepare(pictures: list[bytes | np.ndarray]) -> tuple[np.ndarray, list[int]]:
+        """The (N, 28, 28) images the model takes, and how many digits each picture looks like
+        (see prepare_counted); pictures are read off the event loop."""
+        def prepare_all() -> list[tuple[np.ndarray, int]]:
             prepared = []
             for number, picture in enumerate(pictures, 1):
                 try:
-                    prepared.append(picture if isinstance(picture, np.ndarray) else classifier.prepare(picture))
+                    prepared.append((picture, 1) if isinstance(picture, np.ndarray) else prepare_counted(picture))
                 except DigitsError as e:
                     if len(pictures) == 1:
                         raise
@@ -455,8 +458,9 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
             return prepared
 
         if all(isinstance(p, np.ndarray) for p in pictures):
-            return np.stack(pictures)
-        return np.stack(await to_thread.run_sync(prepare_all, limiter=decoders))
+            return np.stack(pictures), [1] * len(pictures)
+        images, counts = zip(*await to_thread.run_sync(prepare_all, limiter=decoders))
+        return np.stack(images), list(counts)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -469,7 +473,9 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
 
         Send a picture as the raw body (`image/png`, `image/jpeg`, …), as a multipart file, or
         as JSON `{"image": "<base64>"}`; or send JSON `{"pixels": [[…28 numbers…] × 28]}`
-        (0–255, white digit on black, as in MNIST), which goes to the model as it is.
+        (0–255, white digit on black, as in MNIST), which is not prepared again (a grid drawn
+        dark on light is inverted). A picture whose ink looks like several digits says how many
+        in `looks_like_digits`.
         """
         (picture,) = await read_pictures(request, many=False)
         if number:  # cut apart off the event loop; read in the model's thread, batched like any digits
@@ -482,17 +488,18 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
             return orjson_response({**{k: v for k, v in reading.items() if k != "images"},
                                     "confidences": probabilities.max(1), "probabilities": probabilities,
                                     "inputs": reading["images"], "model": name})
-        images = await prepare([picture])
+        images, (several,) = await prepare([picture])
         probabilities = await batcher(images)
         digit = int(probabilities[0].argmax())
+        hint = {"looks_like_digits": several} if several > 1 else {}
         return orjson_response({"digit": digit, "class": classes[digit], "probabilities": probabilities[0],
-                                "model": name, "input": images[0]})
+                                "model": name, "input": images[0], **hint})
 
     @app.post("/predict/batch", response_model=Batch, responses=PROBLEMS, openapi_extra=BATCH_BODY)
     async def predict_batch(request: Request):
         """Read up to 64 digits in one request: JSON `{"images": [{"pixels": …} or {"image": …}, …]}`,
         or a multipart form with one file per picture. Predictions come in the order sent."""
-        images = await prepare(await read_pictures(request, many=True))
+        images, _ = await prepare(await read_pictures(request, many=True))
         probabilities = await batcher(images)
         return orjson_response({"model": name, "predictions": [
             {"digit": int(p.argmax()), "class": classes[int(p.argmax())], "probabilities": p, "input": image}

@@ -179,7 +179,8 @@ function show(reply) {
   const p = reply.probabilities;
   digit.textContent = reply.class;
   confidence.textContent = `${percent(p[reply.digit])} sure it is a ${reply.class}`;
-  status.textContent = "";
+  status.textContent = reply.looks_like_digits ? `This looks like ${reply.looks_like_digits} digits, and the ` +
+    "page reads one at a time: POST /predict?number=true reads a number (see /docs)." : "";
   status.classList.remove("error");
   columns.forEach((column, d) => {
     column.fill.style.height = `${(p[d] * 100).toFixed(1)}%`;
