@@ -221,75 +221,66 @@ def train(config: TrainConfig, data: Dataset | None = None, verbose: bool = True
         return _train(config, data, verbose)
 
 
-def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
-    from rich.console import Console
-
-    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
-    folder = Path(config.out) if config.out else None
-    resumed = None
-    if config.resume:
-        folder = folder or latest_run_dir(config.model)
-        if folder is None:
-            ensembles = newest_runs_first(f"*/member-*/{RUN_CHECKPOINT}")
-            raise DigitsError(f"--resume: no run{f' of {config.model!r}' if config.model else ''} to resume "
-                              f"under {RUNS_DIR}/; give --out DIR"
-                              + (" (an ensemble resumes with --ensemble K)" if ensembles else ""))
-        checkpoint = folder / RUN_CHECKPOINT
-        if not checkpoint.exists() and list(folder.glob(f"member-*/{RUN_CHECKPOINT}")):
-            manifest = folder / ENSEMBLE_MANIFEST
-            how = (f"--ensemble {len(read_manifest(manifest)['members'])}" if manifest.is_file()
-                   else "--ensemble K, K the members it began with")
-            raise DigitsError(f"--resume: {folder} holds an ensemble's members; resume it with {how}")
-        resumed = load_checkpoint(checkpoint)
-        if config.model not in (None, resumed["model"]):
-            raise DigitsError(f"--resume: {checkpoint} holds model {resumed['model']!r}, "
-                              f"not {config.model!r}; leave --model out, or pass --model {resumed['model']}")
-        if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
-            raise DigitsError(f"--resume: {checkpoint} holds no training state to resume from;"
-                              " train a new run instead")
-        if read_only(checkpoint):  # found now, not once an epoch has trained and cannot be saved
-            raise DigitsError(f"--resume: {checkpoint} is read-only, so no epoch could be saved; make it "
-                              "writable, or train a new run")
-        # A resumed run keeps its own schedule and seed; only the length may change, and not
-        # that of a one-cycle schedule, whose learning rate was planned over the whole run.
-        recipe = Recipe.from_dict(resumed["recipe"])
-        saved = resumed["config"]
-        kept = {"batch_size": recipe.batch_size, "lr": recipe.lr, "normalize": recipe.normalize,
-                "subset": saved.get("subset"), "holdout": saved.get("holdout"), "seed": saved["seed"],
-                "dataset": saved["dataset"]}
-        changed = [_flag(name) for name, value in kept.items()
-                   if getattr(config, name) not in (None, value)]
-        if changed:
-            raise DigitsError(f"--resume continues {checkpoint} with its own {', '.join(changed)}; "
-                              "drop the flag, or train a new run")
-        new_rules = [_flag(name) for name in ("time_limit", "target_accuracy")
-                     if getattr(config, name) not in (None, saved.get(name))]
-        if resumed.get("stopped") and new_rules:
-            raise DigitsError(f"--resume: {folder} was stopped ({resumed['stopped']}) and is finished; a new "
-                              f"{' or '.join(new_rules)} does not reopen it — train a new run")
-        planned = recipe.epochs
-        recipe = recipe.with_overrides(epochs=config.epochs)
-        if recipe.schedule == "onecycle" and recipe.epochs != planned:
-            raise DigitsError(f"--epochs {recipe.epochs}: {checkpoint} follows a one-cycle schedule "
-                              f"planned for {planned} epochs, which cannot change; resume without "
-                              "--epochs, or train a new run")
-        # Where and how it runs may change; stopping rules not given again are the run's own.
-        config = TrainConfig(**{**saved, "epochs": recipe.epochs, "resume": True, "out": folder,
-                                "device": config.device, "threads": config.threads, "report": config.report,
-                                "tensorboard": config.tensorboard, "precision": config.precision,
-                                "compile": config.compile, "data_dir": config.data_dir or saved["data_dir"],
-                                **{rule: getattr(config, rule) for rule in ("target_accuracy", "time_limit")
-                                   if getattr(config, rule) is not None}})
-    else:
-        config = config.with_defaults()
-        recipe = get_entry(config.model).recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
-                                                               lr=config.lr, normalize=config.normalize)
-    folder = output_folder(folder or default_run_dir(config.model))
-    if config.tensorboard:
-        output_folder(config.tensorboard, "--tensorboard")
+def _resumed(config: TrainConfig) -> tuple[TrainConfig, Recipe, dict[str, Any]]:
+    """A resumed run's configuration, recipe and checkpoint: its own, with what may change on
+    resuming (the length, where and how it runs) taken from ``config``; refused in one line
+    where the run cannot be continued as asked."""
+    folder = Path(config.out) if config.out else latest_run_dir(config.model)
+    if folder is None:
+        ensembles = newest_runs_first(f"*/member-*/{RUN_CHECKPOINT}")
+        raise DigitsError(f"--resume: no run{f' of {config.model!r}' if config.model else ''} to resume "
+                          f"under {RUNS_DIR}/; give --out DIR"
+                          + (" (an ensemble resumes with --ensemble K)" if ensembles else ""))
     checkpoint = folder / RUN_CHECKPOINT
-    if not config.resume and holds_model(folder):
-        raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
+    if not checkpoint.exists() and list(folder.glob(f"member-*/{RUN_CHECKPOINT}")):
+        manifest = folder / ENSEMBLE_MANIFEST
+        how = (f"--ensemble {len(read_manifest(manifest)['members'])}" if manifest.is_file()
+               else "--ensemble K, K the members it began with")
+        raise DigitsError(f"--resume: {folder} holds an ensemble's members; resume it with {how}")
+    resumed = load_checkpoint(checkpoint)
+    if config.model not in (None, resumed["model"]):
+        raise DigitsError(f"--resume: {checkpoint} holds model {resumed['model']!r}, "
+                          f"not {config.model!r}; leave --model out, or pass --model {resumed['model']}")
+    if any(key not in resumed for key in ("recipe", "config", "optimizer", "history")):
+        raise DigitsError(f"--resume: {checkpoint} holds no training state to resume from;"
+                          " train a new run instead")
+    if read_only(checkpoint):  # found now, not once an epoch has trained and cannot be saved
+        raise DigitsError(f"--resume: {checkpoint} is read-only, so no epoch could be saved; make it "
+                          "writable, or train a new run")
+    # A resumed run keeps its own schedule and seed; only the length may change, and not
+    # that of a one-cycle schedule, whose learning rate was planned over the whole run.
+    recipe = Recipe.from_dict(resumed["recipe"])
+    saved = resumed["config"]
+    kept = {"batch_size": recipe.batch_size, "lr": recipe.lr, "normalize": recipe.normalize,
+            "subset": saved.get("subset"), "holdout": saved.get("holdout"), "seed": saved["seed"],
+            "dataset": saved["dataset"]}
+    changed = [_flag(name) for name, value in kept.items()
+               if getattr(config, name) not in (None, value)]
+    if changed:
+        raise DigitsError(f"--resume continues {checkpoint} with its own {', '.join(changed)}; "
+                          "drop the flag, or train a new run")
+    new_rules = [_flag(name) for name in ("time_limit", "target_accuracy")
+                 if getattr(config, name) not in (None, saved.get(name))]
+    if resumed.get("stopped") and new_rules:
+        raise DigitsError(f"--resume: {folder} was stopped ({resumed['stopped']}) and is finished; a new "
+                          f"{' or '.join(new_rules)} does not reopen it — train a new run")
+    planned = recipe.epochs
+    recipe = recipe.with_overrides(epochs=config.epochs)
+    if recipe.schedule == "onecycle" and recipe.epochs != planned:
+        raise DigitsError(f"--epochs {recipe.epochs}: {checkpoint} follows a one-cycle schedule "
+                          f"planned for {planned} epochs, which cannot change; resume without "
+                          "--epochs, or train a new run")
+    # Where and how it runs may change; stopping rules not given again are the run's own.
+    config = TrainConfig(**{**saved, "epochs": recipe.epochs, "resume": True, "out": folder,
+                            "device": config.device, "threads": config.threads, "report": config.report,
+                            "tensorboard": config.tensorboard, "precision": config.precision,
+                            "compile": config.compile, "data_dir": config.data_dir or saved["data_dir"],
+                            **{rule: getattr(config, rule) for rule in ("target_accuracy", "time_limit")
+                               if getattr(config, rule) is not None}})
+    return config, recipe, resumed
+
+
+def _check_settings(config: TrainConfig, recipe: Recipe) -> None:
     for flag, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size), ("--lr", recipe.lr)):
         if not (value > 0 and math.isfinite(value)):
             raise DigitsError(f"{flag} {value:g}: give a positive number")
@@ -299,6 +290,25 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:
         raise DigitsError(f"--time-limit {config.time_limit}: give a positive number of seconds")
+
+
+def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
+    from rich.console import Console
+
+    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
+    if config.resume:
+        config, recipe, resumed = _resumed(config)
+    else:
+        config, resumed = config.with_defaults(), None
+        recipe = get_entry(config.model).recipe.with_overrides(epochs=config.epochs, batch_size=config.batch_size,
+                                                               lr=config.lr, normalize=config.normalize)
+    _check_settings(config, recipe)
+    folder = output_folder(Path(config.out) if config.out else default_run_dir(config.model))
+    if config.tensorboard:
+        output_folder(config.tensorboard, "--tensorboard")
+    checkpoint = folder / RUN_CHECKPOINT
+    if not config.resume and holds_model(folder):
+        raise DigitsError(f"{folder}: already holds a model; give --out a new folder, or --resume to continue it")
 
     device = distributed.local_device(resolve_device(config.device))
     world = distributed.init(device)
