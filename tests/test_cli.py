@@ -111,6 +111,7 @@ def test_train_prints_keras_epoch_lines(trained):
     assert EPOCH_LINE.search(result.stdout), result.stdout
     assert "Traceback" not in result.stderr
     assert {"model.pt", "history.json", "history.csv", "curves.png"} <= {p.name for p in out.iterdir()}
+    assert f"— checkpoint {out / 'model.pt'}, curves {out / 'curves.png'}\n" in result.stdout  # where to look
 
 
 def test_evaluate_json_prints_one_object(trained, tiny):

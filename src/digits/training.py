@@ -391,8 +391,9 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 if step % 50 == 49 or step == steps_per_epoch - 1:
-                    progress.update(task, completed=step + 1, rate=seen / (time.perf_counter() - tick),
-                                    loss=loss_sum.item() / seen, acc=correct.item() / seen)
+                    progress.update(task, completed=step + 1,
+                                    stats=f"{seen / (time.perf_counter() - tick):,.0f} img/s loss "
+                                          f"{loss_sum.item() / seen:.4f} acc {correct.item() / seen:.4f}")
                 if config.time_limit and world.any(elapsed + time.perf_counter() - tick >= config.time_limit):
                     stopped = f"time limit {config.time_limit:g} s reached"
                     break
@@ -447,7 +448,7 @@ def _train(config: TrainConfig, data: Dataset | None, verbose: bool) -> Run:
     if not world.is_main:
         return Run(folder, model.eval(), history)
     console.print(f"{'Validation' if config.holdout else 'Test'} accuracy {history[-1]['val_accuracy']:.2%}"
-                  f" — checkpoint {checkpoint}")
+                  f" — checkpoint {checkpoint}, curves {folder / 'curves.png'}")
     if writer:
         writer.close()
     _write_curves_and_report(folder, history, config, recipe, data, console)
@@ -605,10 +606,10 @@ class _EpochProgress:
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:,.0f} img/s"), TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("acc {task.fields[acc]:.4f}"), TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
             console=console, transient=True, disable=console.quiet or not console.is_terminal)
-        self.task = self.progress.add_task(description, total=total, rate=0.0, loss=0.0, acc=0.0)
+        # The figures come every 50 batches (reading them waits for the device): none until then.
+        self.task = self.progress.add_task(description, total=total, stats="img/s, loss and accuracy soon")
 
     def __enter__(self):
         self.progress.start()
