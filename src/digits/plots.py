@@ -111,6 +111,7 @@ def plot_mistakes(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     columns = 6
     rows = max(1, -(-len(wrong) // columns))
     figure, axes = subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8), squeeze=False)
+    figure.set_layout_engine("constrained")  # the title sits on the grid, not an inch above it
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
