@@ -256,14 +256,14 @@ def _rules(depth: np.ndarray) -> tuple[np.ndarray, int, int]:
     labels, _ = ndimage.label(runs > MIN_CONTRAST / 3, structure=EIGHT)
     level, count, thickest = np.zeros_like(depth), 0, 0
     for i, (rows, cols) in enumerate(ndimage.find_objects(labels), 1):
+        if cols.stop - cols.start < RULE_SPAN * width:  # most runs are strokes or noise: no need to measure
+            continue
         line = labels[rows, cols] == i  # one line, or several that the digit's strokes join
         lines = np.count_nonzero(line[1:] & ~line[:-1], axis=0) + line[0]  # in each column
         # lower quartiles over the columns: strokes the lines meet thicken and darken many of them
         thickness = np.percentile(line.sum(0) / lines, 25)
         core = np.percentile(np.where(line, depth[rows, cols], 0).max(0), 25)
-        if (cols.stop - cols.start >= RULE_SPAN * width
-                and thickness <= max(3, RULE_WIDTH * min(height, width))
-                and core < RULE_FAINT * depth.max()):
+        if thickness <= max(3, RULE_WIDTH * min(height, width)) and core < RULE_FAINT * depth.max():
             level[rows, cols][line] = core
             count += int(np.percentile(lines, 25))
             thickest = max(thickest, int(thickness))
@@ -280,7 +280,7 @@ def _unruled(depth: np.ndarray) -> np.ndarray:
     # Most pictures have no ruled lines: a look at a quarter of the resolution (each pixel the
     # darkest of its 4×4 block, so thin lines stay) rules them out at a sixteenth of the cost.
     height, width = (side // 4 * 4 for side in depth.shape)
-    coarse = depth[:height, :width].reshape(height // 4, 4, width // 4, 4).max((1, 3))
+    coarse = np.maximum.reduce([depth[i:height:4, j:width:4] for i in range(4) for j in range(4)])
     if min(coarse.shape) < 8 or max(_rules(coarse)[1], _rules(coarse.T)[1]) < 2:
         return depth
     rules = [_rules(depth), _rules(depth.T)]
