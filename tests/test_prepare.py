@@ -362,6 +362,19 @@ def test_segment_number_keeps_a_broken_digit_whole():
     assert similar(digits[1], prepare(draw([BROKEN_FIVE]))) > 0.95
 
 
+def test_long_pen_strokes_with_a_darker_blot_are_not_taken_for_ruled_lines():
+    # An "11" of two grey 6-px strokes nearly as long as the picture, each with a darker blot where
+    # the pen pressed: two parallel lines fainter than the darkest ink, but as thick as a stroke.
+    eleven = Image.new("L", (300, 300), 240)
+    pen = ImageDraw.Draw(eleven)
+    for x in (110, 190):
+        pen.line([(x, 10), (x, 292)], fill=120, width=6)
+        pen.ellipse([x - 5, 8, x + 5, 18], fill=10)
+    ones = segment_number(eleven)
+    assert len(ones) == 2
+    assert all(np.ptp(np.flatnonzero((one > 25).any(1))) >= 18 for one in ones)  # whole strokes, not blots
+
+
 def test_a_picture_counts_the_digits_it_looks_like(mnist):
     number = number_picture([mnist.test.images[i].numpy() for i in range(4)])
     assert prepare_counted(number)[1] == 4
