@@ -429,9 +429,10 @@ def prepare(source: Source) -> np.ndarray:
 
 
 def prepare_counted(source: Source) -> tuple[np.ndarray, int]:
-    """prepare(source), and how many digits its ink looks like: 1, unless segment_number would
-    cut it into several and it is clearly wider than tall (as a number is, and a single digit
-    is not, even one whose thin strokes fall apart)."""
+    """prepare(source), and how many digits its ink looks like: 1, unless segment_number finds
+    separate digits side by side and the ink is clearly wider than tall (as a number is, and a
+    single digit is not, even one whose thin strokes fall apart). One piece of ink, however
+    wide — a broad 0, or a 7's first stroke — counts as one digit."""
     gray = _gray(source)
     ready = _mnist_style(gray)
     if ready is not None:
@@ -439,7 +440,7 @@ def prepare_counted(source: Source) -> tuple[np.ndarray, int]:
     out, labels, keep = _strokes(gray, _name(source))
     boxes = ndimage.find_objects(labels)
     groups, line = _groups(boxes, keep)
-    count = sum(_digits_across(right - left, line) for left, right, _ in groups)
+    count = sum(_digits_across(right - left, line) for left, right, _ in groups) if len(groups) > 1 else 1
     rows = [boxes[label - 1][0] for label in keep]
     height = max(r.stop for r in rows) - min(r.start for r in rows)
     width = max(g[1] for g in groups) - min(g[0] for g in groups)
