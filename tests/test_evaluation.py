@@ -13,6 +13,7 @@ from digits import (DATASETS, DigitsError, Evaluation, evaluate, evaluate_checkp
                     save_checkpoint)
 from digits.cli import main
 from digits.plots import short_percent
+from digits.report import _mistakes
 
 COUNT = 1000
 
@@ -113,6 +114,11 @@ def test_the_most_confident_mistakes_come_first_even_where_float32_rounds_them_t
 
 def test_a_mistake_s_confidence_is_never_shown_as_a_certain_100_percent():
     assert [short_percent(p) for p in (0.5, 0.99949, 0.9995, 1.0)] == ["50.0%", "99.9%", ">99.9%", ">99.9%"]
+    probabilities = np.full((2, 10), 1e-6, np.float32)
+    probabilities[:, 3] = 0.99999  # both read 3; neither is
+    section = _mistakes(np.zeros((2, 28, 28), np.uint8), Evaluation(1.0, 0.0, probabilities, np.array([5, 8])),
+                        [str(d) for d in range(10)])
+    assert section.count("<td>&gt;99.9%</td>") == 2 and "100" not in section
 
 
 def test_a_model_is_not_scored_on_another_dataset_s_classes(learned, tmp_path):

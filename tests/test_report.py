@@ -22,7 +22,7 @@ from digits import Dataset, Run, TrainConfig, train
 from digits.checkpoint import save_ensemble
 from digits.cli import main
 from digits.evaluation import calibration
-from digits.plots import comparison_figure, curves_figure
+from digits.plots import comparison_figure, curves_figure, png
 from digits.report import compare_runs
 
 SECTIONS = ["configuration", "curves", "metrics", "confusion", "mistakes", "calibration", "filters",
@@ -218,6 +218,9 @@ def test_training_loss_under_label_smoothing_is_explained_and_one_epoch_marks_no
     assert "dashed line" not in text and "no sign of overfitting" not in text
     for setting, written in (("betas", "0.9, 0.95"), ("augment", "none"), ("normalize", "yes")):  # not Python's
         assert f"<tr><td>{setting}</td><td>{written}</td></tr>" in text
+    # The curves.png training wrote is the figure with the floor drawn, not without it.
+    written = (tmp_path / "curves.png").read_bytes()
+    assert written == png(curves_figure(run.history, label_smoothing=0.1)) != png(curves_figure(run.history))
     loss_axis = curves_figure(run.history, label_smoothing=0.1).axes[1]
     assert [line.get_ydata()[0] for line in loss_axis.get_lines() if line.get_linestyle() == ":"] == [
         pytest.approx(-0.91 * np.log(0.91) - 9 * 0.01 * np.log(0.01))]  # the targets' entropy

@@ -289,7 +289,7 @@ def _mistakes(images: np.ndarray, result: Evaluation, classes: Sequence[str]) ->
     for i in wrong:
         top3 = np.argsort(-p[i])[:3]
         rows = "".join(f'<tr{" class=true" if k == result.labels[i] else ""}><td>{html.escape(classes[k])}</td>'
-                       f"<td>{short_percent(p[i, k])}</td></tr>" for k in top3)
+                       f"<td>{html.escape(short_percent(p[i, k]))}</td></tr>" for k in top3)
         cards.append(f'<figure class="mistake">{_digit(images[i], f"test image {i}")}'
                      f"<figcaption>test #{i} · true <b>{html.escape(classes[result.labels[i]])}</b>"
                      f"<table>{rows}</table></figcaption></figure>")
