@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pictures import (big_canvas_off_centre, ink_on_paper, jpeg_uneven_light, light_on_dark,
-                      number_picture, rgba_canvas, thick_stroke, thin_stroke)
+                      number_picture, rgba_canvas, ruled_paper, thick_stroke, thin_stroke)
 
 CANVAS_COLOURS = ((0, 0, 0), (255, 255, 255), (30, 60, 200))  # black, white and blue strokes
 
@@ -26,6 +26,8 @@ KINDS: dict[str, tuple[Callable[..., Image.Image], str]] = {
     "jpeg_uneven_light": (jpeg_uneven_light, "jpg"),
     "rgba_canvas": (lambda digit, seed: rgba_canvas(digit, colour=CANVAS_COLOURS[seed % 3]), "png"),
     "light_on_dark": (light_on_dark, "webp"),
+    # a phone's photo of a notebook page, ruled or (every other one) squared
+    "ruled_paper": (lambda digit, seed: ruled_paper(digit, squared=seed % 2 == 1, seed=seed), "jpg"),
 }
 
 
