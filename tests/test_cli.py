@@ -177,6 +177,8 @@ BAD_INPUTS = {
     "not a number": (["train", "--epochs", "ten", "--out", "{tmp}/run"], "argument --epochs: invalid int value"),
     "unknown option": (["evaluate", "{tmp}/x.pt", "--fast"],
                        "unrecognized arguments: --fast — see `digits evaluate --help`"),  # the command's options
+    "unknown option before the command": (["--fast", "evaluate", "{tmp}/x.pt"],
+                                          "unrecognized arguments: --fast — see `digits --help`"),  # digits' own
     "no command": ([], "the following arguments are required: COMMAND"),
     "bad port": (["serve", "--port", "abc"], "see `digits serve --help`"),
 }

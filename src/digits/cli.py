@@ -298,7 +298,11 @@ class Parser(argparse.ArgumentParser):
         # would point at `digits --help`, which lists the commands, not the command's options.
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
-            command = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
+            words = list(sys.argv[1:] if args is None else args)
+            name = getattr(parsed, "command", None)
+            # An option before the command is one of digits' own: --help lists those.
+            own = name not in words or unknown[0] in words[:words.index(name)]
+            command = self.prog if own else f"{self.prog} {name}"
             self.exit(2, f"digits: error: unrecognized arguments: {' '.join(unknown)} — see `{command} --help`\n")
         return parsed
 
