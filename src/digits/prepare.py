@@ -256,6 +256,7 @@ def _rules(depth: np.ndarray) -> tuple[np.ndarray, int, int]:
     runs = ndimage.maximum_filter1d(ndimage.minimum_filter1d(depth, run, axis=1), run, axis=1)
     labels, _ = ndimage.label(runs > MIN_CONTRAST / 3, structure=EIGHT)
     level, count, thickest = np.zeros_like(depth), 0, 0
+    faint = RULE_FAINT * depth.max()
     for i, (rows, cols) in enumerate(ndimage.find_objects(labels), 1):
         if cols.stop - cols.start < RULE_SPAN * width:  # most runs are strokes or noise: no need to measure
             continue
@@ -264,7 +265,7 @@ def _rules(depth: np.ndarray) -> tuple[np.ndarray, int, int]:
         # lower quartiles over the columns: strokes the lines meet thicken and darken many of them
         thickness = np.percentile(line.sum(0) / lines, 25)
         core = np.percentile(np.where(line, depth[rows, cols], 0).max(0), 25)
-        if thickness <= max(3, RULE_WIDTH * min(height, width)) and core < RULE_FAINT * depth.max():
+        if thickness <= max(3, RULE_WIDTH * min(height, width)) and core < faint:
             level[rows, cols][line] = core
             count += int(np.percentile(lines, 25))
             thickest = max(thickest, int(thickness))
@@ -425,7 +426,7 @@ def prepare(source: Source) -> np.ndarray:
     A 28×28 picture that already is MNIST-style — light on dark, fitted and centred as MNIST's
     digits are — is returned unchanged (as uint8), so dataset digits pass through bit for bit.
     """
-    return prepare_counted(source)[0]
+    return _prepare(source, count=False)[0]
 
 
 def prepare_counted(source: Source) -> tuple[np.ndarray, int]:
@@ -433,18 +434,28 @@ def prepare_counted(source: Source) -> tuple[np.ndarray, int]:
     separate digits side by side and the ink is clearly wider than tall (as a number is, and a
     single digit is not, even one whose thin strokes fall apart). One piece of ink, however
     wide — a broad 0, or a 7's first stroke — counts as one digit."""
+    return _prepare(source, count=True)
+
+
+def _prepare(source: Source, count: bool) -> tuple[np.ndarray, int]:
+    # Counting finds each stroke's box, a pass over the whole picture (about 5 ms for a photo):
+    # only the callers that say how many digits a picture holds pay for it.
     gray = _gray(source)
     ready = _mnist_style(gray)
     if ready is not None:
         return ready, 1
     out, labels, keep = _strokes(gray, _name(source))
+    digit = _fit(np.where(np.isin(labels, keep), out, 0))
+    if not count:
+        return digit, 1
     boxes = ndimage.find_objects(labels)
     groups, line = _groups(boxes, keep)
-    count = sum(_digits_across(right - left, line) for left, right, _ in groups) if len(groups) > 1 else 1
     rows = [boxes[label - 1][0] for label in keep]
     height = max(r.stop for r in rows) - min(r.start for r in rows)
     width = max(g[1] for g in groups) - min(g[0] for g in groups)
-    return _fit(np.where(np.isin(labels, keep), out, 0)), count if width >= WIDE * height else 1
+    if len(groups) < 2 or width < WIDE * height:
+        return digit, 1
+    return digit, sum(_digits_across(right - left, line) for left, right, _ in groups)
 
 
 def _overlap(a: list, b: list) -> float:

@@ -245,9 +245,12 @@ def _curves(history: list[dict[str, Any]], holdout: int | None, stopped: str | N
     else:
         chosen = "nothing is chosen by test accuracy"
     smoothing = recipe.get("label_smoothing") or 0.0
-    harder = [f"against targets smoothed by label smoothing {smoothing:g}, which keeps its loss above "
-              f"{smoothed_loss_floor(smoothing):.2f} (the dotted line) however well the model reads"] if smoothing else []
-    harder += ["on randomly distorted digits, harder than the plain ones validated on"] if recipe.get("augment") else []
+    harder = []
+    if smoothing:
+        harder.append(f"against targets smoothed by label smoothing {smoothing:g}, which keeps its loss above "
+                      f"{smoothed_loss_floor(smoothing):.2f} (the dotted line) however well the model reads")
+    if recipe.get("augment"):
+        harder.append("on randomly distorted digits, harder than the plain ones validated on")
     training = "; training is also measured " + " and ".join(harder) if harder else ""
     marked = len(history) > 1  # with one epoch, the best epoch is the only one
     result = (f"The dashed line marks the epoch with the highest validation accuracy (epoch {best['epoch']}, "

@@ -281,11 +281,12 @@ def _resumed(config: TrainConfig) -> tuple[TrainConfig, Recipe, dict[str, Any]]:
 
 
 def _check_settings(config: TrainConfig, recipe: Recipe) -> None:
-    for flag, value in (("--epochs", recipe.epochs), ("--batch-size", recipe.batch_size), ("--lr", recipe.lr)):
+    for setting in ("epochs", "batch_size", "lr"):
+        value = getattr(recipe, setting)
         if not (value > 0 and math.isfinite(value)):
-            raise DigitsError(f"{flag} {value:g}: give a positive number")
-        if flag != "--lr" and value != int(value):
-            raise DigitsError(f"{flag} {value:g}: give a whole number")
+            raise DigitsError(f"{_flag(setting)} {value:g}: give a positive number")
+        if setting != "lr" and value != int(value):
+            raise DigitsError(f"{_flag(setting)} {value:g}: give a whole number")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise DigitsError(f"--target-accuracy {config.target_accuracy}: give a fraction, e.g. 0.99")
     if config.time_limit is not None and not config.time_limit > 0:

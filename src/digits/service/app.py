@@ -443,14 +443,13 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
 
     decoders = CapacityLimiter(DECODERS)
 
-    async def prepare(pictures: list[bytes | np.ndarray]) -> tuple[np.ndarray, list[int]]:
-        """The (N, 28, 28) images the model takes, and how many digits each picture looks like
-        (see prepare_counted); pictures are read off the event loop."""
-        def prepare_all() -> list[tuple[np.ndarray, int]]:
+    async def prepare(pictures: list[bytes | np.ndarray]) -> np.ndarray:
+        """The (N, 28, 28) images the model takes; pictures are read off the event loop."""
+        def prepare_all() -> list[np.ndarray]:
             prepared = []
             for number, picture in enumerate(pictures, 1):
                 try:
-                    prepared.append((picture, 1) if isinstance(picture, np.ndarray) else prepare_counted(picture))
+                    prepared.append(picture if isinstance(picture, np.ndarray) else classifier.prepare(picture))
                 except DigitsError as e:
                     if len(pictures) == 1:
                         raise
@@ -458,9 +457,8 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
             return prepared
 
         if all(isinstance(p, np.ndarray) for p in pictures):
-            return np.stack(pictures), [1] * len(pictures)
-        images, counts = zip(*await to_thread.run_sync(prepare_all, limiter=decoders))
-        return np.stack(images), list(counts)
+            return np.stack(pictures)
+        return np.stack(await to_thread.run_sync(prepare_all, limiter=decoders))
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -488,7 +486,11 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
             return orjson_response({**{k: v for k, v in reading.items() if k != "images"},
                                     "confidences": probabilities.max(1), "probabilities": probabilities,
                                     "inputs": reading["images"], "model": name})
-        images, (several,) = await prepare([picture])
+        if isinstance(picture, np.ndarray):  # a pixels grid: one digit, as it is
+            images, several = picture[None], 1
+        else:  # read off the event loop, with how many digits it looks like
+            digit_image, several = await to_thread.run_sync(prepare_counted, picture, limiter=decoders)
+            images = digit_image[None]
         probabilities = await batcher(images)
         digit = int(probabilities[0].argmax())
         hint = {"looks_like_digits": several} if several > 1 else {}
@@ -499,7 +501,7 @@ def create_app(classifier: Classifier, max_batch: int = MAX_BATCH, max_body: int
     async def predict_batch(request: Request):
         """Read up to 64 digits in one request: JSON `{"images": [{"pixels": …} or {"image": …}, …]}`,
         or a multipart form with one file per picture. Predictions come in the order sent."""
-        images, _ = await prepare(await read_pictures(request, many=True))
+        images = await prepare(await read_pictures(request, many=True))
         probabilities = await batcher(images)
         return orjson_response({"model": name, "predictions": [
             {"digit": int(p.argmax()), "class": classes[int(p.argmax())], "probabilities": p, "input": image}
